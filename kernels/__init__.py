@@ -1,0 +1,39 @@
+"""The kernel library: one op per file, each a plain NumPy reference beside a Numba kernel with the same signature.
+
+Every kernel takes and returns channels-last float32 arrays ((B, H, W, C) maps, (M, C) rows, (T, N, C) tokens).
+`FAST` and `REFERENCE` hold the two implementations of every op under the same names, so an executor can run a whole
+model on either (the reference set is for reading, teaching and bisecting; the tests hold the two to each other).
+"""
+
+from types import SimpleNamespace
+
+from ._checks import KernelArgumentError
+from .activation import GELU, NONE, RELU, SILU, activation, activation_reference
+from .activation import code as activation_code
+from .attention import attention, attention_reference
+from .conv2d import conv2d, conv2d_reference
+from .depthwise_conv2d import depthwise_conv2d, depthwise_conv2d_reference
+from .layer_norm import layer_norm, layer_norm_reference
+from .linear import linear, linear_reference
+from .pointwise_conv2d import pointwise_conv2d, pointwise_conv2d_reference
+from .pool import global_avg_pool, global_avg_pool_reference
+from .resize import resize_bilinear, resize_bilinear_reference
+from .unfold import fold, fold_reference, unfold, unfold_reference
+
+OPS = (
+    "activation",
+    "attention",
+    "conv2d",
+    "depthwise_conv2d",
+    "fold",
+    "global_avg_pool",
+    "layer_norm",
+    "linear",
+    "pointwise_conv2d",
+    "resize_bilinear",
+    "unfold",
+)
+FAST = SimpleNamespace(**{op: globals()[op] for op in OPS})
+REFERENCE = SimpleNamespace(**{op: globals()[op + "_reference"] for op in OPS})
+
+__all__ = ["FAST", "REFERENCE", "OPS", "KernelArgumentError", "activation_code", "NONE", "SILU", "RELU", "GELU"]

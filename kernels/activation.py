@@ -1,0 +1,66 @@
+"""Elementwise activations, applied in place by the kernels that produce a tensor (their fused epilogue).
+
+    silu(x) = x * sigmoid(x)      (transformers' "silu" and "swish")
+    relu(x) = max(x, 0)
+    gelu(x) = x * Phi(x)          (exact, erf-based: transformers' "gelu")
+
+Activations are passed to kernels as small integer codes, so that one compiled kernel serves them all.
+"""
+
+import math
+
+import numpy as np
+
+from ._checks import KernelArgumentError
+from numba import prange
+
+from ._jit import inline, parallel_kernel
+
+NONE, SILU, RELU, GELU = 0, 1, 2, 3
+CODES = {"none": NONE, "identity": NONE, "silu": SILU, "swish": SILU, "relu": RELU, "gelu": GELU}
+
+
+def code(name: str) -> int:
+    """The kernel code of an activation name."""
+    try:
+        return CODES[name]
+    except KeyError:
+        raise KernelArgumentError(f"unsupported activation {name!r}; supported: {sorted(CODES)}") from None
+
+
+def activation_reference(x: np.ndarray, act: int) -> np.ndarray:
+    if act == SILU:
+        return x / (1.0 + np.exp(-x))
+    if act == RELU:
+        return np.maximum(x, 0)
+    if act == GELU:
+        erf = np.vectorize(math.erf, otypes=[np.float64])
+        return (x * 0.5 * (1.0 + erf(x / math.sqrt(2.0)))).astype(x.dtype)
+    return x
+
+
+@inline
+def apply(v, act):
+    """One scalar through the activation `act` (inlined into every kernel epilogue)."""
+    if act == SILU:
+        return v / (1.0 + math.exp(-v))
+    if act == RELU:
+        return max(v, 0.0)
+    if act == GELU:
+        return 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
+    return v
+
+
+@parallel_kernel
+def _activation(flat, act):
+    for i in prange(flat.shape[0]):
+        flat[i] = apply(flat[i], act)
+
+
+def activation(x: np.ndarray, act: int) -> np.ndarray:
+    """A new array: `act` applied to every element of the float32 array x."""
+    if x.dtype != np.float32:
+        raise KernelArgumentError(f"activation: expected float32, got {x.dtype}")
+    out = np.ascontiguousarray(x).copy()
+    _activation(out.reshape(-1), act)
+    return out
