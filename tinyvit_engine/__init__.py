@@ -1,0 +1,18 @@
+"""tinyvit-engine: a torch-free CPU inference engine for MobileViT and MobileViTV2 (transformers' definitions)."""
+
+from .convert import convert
+from .errors import InputError, TinyVitError, UnsupportedConfigError, UnsafeCheckpointError, WeightsFormatError
+from .model import Model, ModelOutput, load
+
+__version__ = "0.1.0"
+__all__ = [
+    "convert",
+    "load",
+    "Model",
+    "ModelOutput",
+    "TinyVitError",
+    "InputError",
+    "UnsupportedConfigError",
+    "UnsafeCheckpointError",
+    "WeightsFormatError",
+]

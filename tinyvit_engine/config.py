@@ -1,0 +1,146 @@
+"""Model configs: typed, frozen dataclasses parsed once from a transformers config.json dict.
+
+Only the fields that change the inference graph are kept; training-only fields (dropouts, initializer_range, loss
+settings) are ignored, as transformers itself ignores them at inference. Values that transformers would reject, or
+that the engine cannot run, raise UnsupportedConfigError naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import UnsupportedConfigError
+
+ACTIVATIONS = ("silu", "swish", "relu", "gelu")  # transformers' ACT2FN names the kernels implement exactly
+TASKS = {
+    "MobileViTModel": "feature-extraction",
+    "MobileViTForImageClassification": "image-classification",
+}
+
+
+@dataclass(frozen=True)
+class MobileViTConfig:
+    """transformers' MobileViTConfig, the fields inference needs (same names, same defaults)."""
+
+    model_type = "mobilevit"
+    num_channels: int = 3
+    image_size: int = 256
+    patch_size: int = 2
+    hidden_sizes: tuple[int, ...] = (144, 192, 240)
+    neck_hidden_sizes: tuple[int, ...] = (16, 32, 64, 96, 128, 160, 640)
+    num_attention_heads: int = 4
+    mlp_ratio: float = 2.0
+    expand_ratio: float = 4.0
+    hidden_act: str = "silu"
+    conv_kernel_size: int = 3
+    output_stride: int = 32
+    layer_norm_eps: float = 1e-5
+    qkv_bias: bool = True
+    aspp_out_channels: int = 256
+    atrous_rates: tuple[int, ...] = (6, 12, 18)
+    id2label: dict[int, str] = field(default_factory=lambda: {0: "LABEL_0", 1: "LABEL_1"})
+    architecture: str = "MobileViTForImageClassification"
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label)
+
+    @property
+    def task(self) -> str:
+        return TASKS[self.architecture]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MobileViTConfig:
+        _require(d.get("model_type", cls.model_type) == cls.model_type, "model_type", d.get("model_type"), cls.model_type)
+        values = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
+        values["id2label"] = _id2label(d)
+        values["architecture"] = _architecture(d)
+        for name in ("hidden_sizes", "neck_hidden_sizes", "atrous_rates"):
+            if name in values:
+                values[name] = _int_tuple(name, values[name])
+        cfg = cls(**values)
+        cfg._validate()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("id2label", "architecture")}
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        return {
+            "model_type": self.model_type,
+            "architectures": [self.architecture],
+            **d,
+            "id2label": {str(k): v for k, v in self.id2label.items()},
+        }
+
+    def _validate(self) -> None:
+        _positive_int("num_channels", self.num_channels)
+        _positive_int("patch_size", self.patch_size)
+        _positive_int("conv_kernel_size", self.conv_kernel_size)
+        _positive_int("num_attention_heads", self.num_attention_heads)
+        _require(len(self.neck_hidden_sizes) == 7, "neck_hidden_sizes", self.neck_hidden_sizes, "7 channel counts")
+        _require(len(self.hidden_sizes) == 3, "hidden_sizes", self.hidden_sizes, "3 widths")
+        for c in self.neck_hidden_sizes + self.hidden_sizes:
+            _positive_int("a channel count", c)
+        for h in self.hidden_sizes:
+            _require(h % self.num_attention_heads == 0, "hidden_sizes", self.hidden_sizes,
+                     f"multiples of num_attention_heads={self.num_attention_heads}")
+        _require(self.hidden_act in ACTIVATIONS, "hidden_act", self.hidden_act, f"one of {ACTIVATIONS}")
+        _require(_number(self.expand_ratio) and self.expand_ratio > 0, "expand_ratio", self.expand_ratio, "> 0")
+        _require(_number(self.mlp_ratio) and int(min(self.hidden_sizes) * self.mlp_ratio) >= 1,
+                 "mlp_ratio", self.mlp_ratio, "a ratio giving at least one FFN unit")
+        _require(_number(self.layer_norm_eps) and self.layer_norm_eps > 0, "layer_norm_eps", self.layer_norm_eps, "> 0")
+        _require(isinstance(self.qkv_bias, bool), "qkv_bias", self.qkv_bias, "true or false")
+        _require(isinstance(self.output_stride, int), "output_stride", self.output_stride, "an integer")
+
+
+def parse_config(d: dict[str, Any]) -> MobileViTConfig:
+    """The engine config for a transformers config.json dict; the family comes from its model_type."""
+    if not isinstance(d, dict):
+        raise UnsupportedConfigError(f"config: expected a JSON object, got {type(d).__name__}")
+    families = {MobileViTConfig.model_type: MobileViTConfig}
+    model_type = d.get("model_type")
+    if model_type not in families:
+        raise UnsupportedConfigError(f"config: model_type {model_type!r} is not supported; supported: {sorted(families)}")
+    return families[model_type].from_dict(d)
+
+
+def _architecture(d: dict[str, Any]) -> str:
+    archs = d.get("architectures") or ["MobileViTForImageClassification"]
+    _require(isinstance(archs, list) and len(archs) == 1, "architectures", archs, "a list of one name")
+    _require(archs[0] in TASKS, "architectures", archs, f"one of {sorted(TASKS)}")
+    return archs[0]
+
+
+def _id2label(d: dict[str, Any]) -> dict[int, str]:
+    if "id2label" in d and d["id2label"] is not None:
+        try:
+            labels = {int(k): str(v) for k, v in d["id2label"].items()}
+        except (AttributeError, TypeError, ValueError):
+            raise UnsupportedConfigError(f"config: id2label must map class indices to names, got {d['id2label']!r:.80}")
+        _require(sorted(labels) == list(range(len(labels))), "id2label", sorted(labels)[:5], "keys 0..num_labels-1")
+        return labels
+    n = d.get("num_labels", 2)
+    _require(isinstance(n, int) and n >= 0, "num_labels", n, "an integer >= 0")
+    return {i: f"LABEL_{i}" for i in range(n)}
+
+
+def _int_tuple(name: str, v: Any) -> tuple[int, ...]:
+    _require(isinstance(v, (list, tuple)), name, v, "a list of integers")
+    for x in v:
+        _positive_int(name, x)
+    return tuple(v)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _positive_int(name: str, v: Any) -> None:
+    _require(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, v, "a positive integer")
+
+
+def _require(ok: bool, name: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise UnsupportedConfigError(f"config: {name} = {value!r:.80} is not supported (expected {expected})")

@@ -1,0 +1,170 @@
+"""The converter: the only place that knows transformers' checkpoint names and layouts.
+
+A Hub-style checkpoint directory (config.json, model.safetensors or pytorch_model.bin, possibly sharded,
+preprocessor_config.json) becomes engine tensors by these rules, applied in order:
+
+    <base>.                                   dropped: "mobilevit." / "mobilevitv2." prefix of task models
+    *.num_batches_tracked                     dropped
+    M.convolution.weight (+ .bias)            -> M.weight (kh, kw, cin/groups, cout), M.bias
+      + M.normalization.{weight, bias,           BatchNorm (eps 1e-5) folded into the conv in float64
+        running_mean, running_var}
+    M.attention.attention.{query,key,value}   -> M.attention.attention.qkv (in, 3 * out): one fused projection
+    M.weight of rank 2 (nn.Linear)            -> M.weight transposed to (in, out)
+    anything of rank 1 (LayerNorm, GroupNorm, biases)   unchanged
+
+and the output is checked against the graph the config builds, naming any tensor missing, unexpected or misshapen.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import weights_file
+from .config import parse_config
+from .errors import WeightsFormatError
+from .models import build, check_params
+
+BASE_PREFIXES = ("mobilevit.", "mobilevitv2.")
+BN_EPS = 1e-5  # transformers hard-codes it in MobileViT(V2)ConvLayer
+BN_KEYS = ("weight", "bias", "running_mean", "running_var")
+CONV = re.compile(r"(.+)\.convolution\.weight")
+QKV = re.compile(r"(.+\.attention\.attention)\.query\.weight")
+
+
+def convert(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Convert a transformers checkpoint directory into one engine weights file, written atomically."""
+    config, preprocessor, tensors = read_checkpoint(src)
+    engine = to_engine(tensors)
+    check_params(build(parse_config(config)), engine, source=str(src))
+    weights_file.write(dst, engine, config, preprocessor)
+    return Path(dst)
+
+
+def read_checkpoint(src: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, np.ndarray]]:
+    """(config, preprocessor config or None, checkpoint tensors) of a Hub-style checkpoint directory."""
+    src = Path(src)
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src}: no such checkpoint directory")
+    config = _json(src / "config.json")
+    preprocessor = _json(src / "preprocessor_config.json") if (src / "preprocessor_config.json").exists() else None
+    tensors = _read_tensors(src)
+    config.setdefault("architectures", [_architecture(tensors)])
+    return config, preprocessor, tensors
+
+
+def to_engine(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Apply the renaming, BatchNorm folding, QKV fusion and transposition rules (see the module docstring)."""
+    src = {_strip(k): v for k, v in tensors.items() if not k.endswith(".num_batches_tracked")}
+    for name, t in src.items():
+        if not np.issubdtype(t.dtype, np.floating):
+            raise WeightsFormatError(f"checkpoint tensor {name} is {t.dtype}, expected a floating-point type")
+    out: dict[str, np.ndarray] = {}
+    used: set[str] = set()
+
+    def take(key: str) -> np.ndarray:
+        used.add(key)
+        return src[key].astype(np.float64)
+
+    for key in [k for k in src if CONV.fullmatch(k)]:
+        module = CONV.fullmatch(key)[1]
+        w = take(key)
+        if w.ndim != 4:
+            raise WeightsFormatError(f"checkpoint tensor {key} has shape {w.shape}, expected a 4-D conv weight")
+        b = take(f"{module}.convolution.bias") if f"{module}.convolution.bias" in src else None
+        bn = f"{module}.normalization"
+        if f"{bn}.running_mean" in src:
+            gamma, beta, mean, var = (take(f"{bn}.{k}") for k in BN_KEYS)
+            scale = gamma / np.sqrt(var + BN_EPS)
+            w = w * scale[:, None, None, None]
+            b = beta - mean * scale + (0.0 if b is None else b * scale)
+        out[f"{module}.weight"] = w.transpose(2, 3, 1, 0)  # (cout, cin/g, kh, kw) -> (kh, kw, cin/g, cout)
+        if b is not None:
+            out[f"{module}.bias"] = b
+
+    for key in [k for k in src if QKV.fullmatch(k)]:
+        module = QKV.fullmatch(key)[1]
+        parts = [f"{module}.{p}" for p in ("query", "key", "value")]
+        out[f"{module}.qkv.weight"] = np.concatenate([take(f"{p}.weight") for p in parts]).T
+        if f"{module}.query.bias" in src:
+            out[f"{module}.qkv.bias"] = np.concatenate([take(f"{p}.bias") for p in parts])
+
+    for key, t in src.items():
+        if key in used:
+            continue
+        if t.ndim == 2 and key.endswith(".weight"):
+            out[key] = t.T  # nn.Linear (out, in) -> (in, out)
+        elif t.ndim == 1:
+            out[key] = t
+        else:
+            raise WeightsFormatError(f"checkpoint tensor {key} of shape {t.shape} matches no conversion rule")
+    return {k: np.ascontiguousarray(v, np.float32) for k, v in out.items()}
+
+
+def _strip(key: str) -> str:
+    for prefix in BASE_PREFIXES:
+        if key.startswith(prefix):
+            return key[len(prefix) :]
+    return key
+
+
+def _architecture(tensors: dict[str, np.ndarray]) -> str:
+    """The transformers class a checkpoint without `architectures` in its config was saved from."""
+    family = "MobileViTV2" if any(k.startswith("mobilevitv2.") for k in tensors) else "MobileViT"
+    if "classifier.weight" in tensors:
+        return f"{family}ForImageClassification"
+    if any(k.startswith("segmentation_head.") for k in tensors):
+        return f"{family}ForSemanticSegmentation"
+    return f"{family}Model"
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing; a checkpoint directory needs a config.json") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise WeightsFormatError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise WeightsFormatError(f"{path}: expected a JSON object")
+    return d
+
+
+def _read_tensors(src: Path) -> dict[str, np.ndarray]:
+    """Tensors of model.safetensors or pytorch_model.bin, sharded or not (safetensors preferred)."""
+    for name, reader in (("model.safetensors", _read_safetensors), ("pytorch_model.bin", _read_bin)):
+        if (src / name).exists():
+            return reader(src / name)
+        index = src / f"{name}.index.json"
+        if index.exists():
+            shards = sorted(set(_json(index).get("weight_map", {}).values()))
+            if not shards:
+                raise WeightsFormatError(f"{index}: no weight_map")
+            tensors: dict[str, np.ndarray] = {}
+            for shard in shards:
+                if Path(shard).name != shard:
+                    raise WeightsFormatError(f"{index}: shard name {shard!r} is not a file name in the directory")
+                tensors.update(reader(src / shard))
+            return tensors
+    raise FileNotFoundError(f"{src}: no model.safetensors or pytorch_model.bin (nor a sharded index) in the directory")
+
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(path)
+    except (SafetensorError, ValueError, TypeError) as e:
+        raise WeightsFormatError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def _read_bin(path: Path) -> dict[str, np.ndarray]:
+    from .torchbin import load_torch_bin
+
+    return load_torch_bin(path)

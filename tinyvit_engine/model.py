@@ -1,0 +1,90 @@
+"""The user-facing model: load a weights file or checkpoint directory, call it on pixel_values, get numpy outputs
+in transformers' layout."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import weights_file
+from .config import parse_config
+from .convert import read_checkpoint, to_engine
+from .errors import InputError
+from .executor import Executor
+from .models import build, check_params
+
+
+@dataclass
+class ModelOutput:
+    """What transformers' model outputs carry, as numpy arrays in transformers' (B, C, H, W) layout."""
+
+    logits: np.ndarray | None = None
+    last_hidden_state: np.ndarray | None = None
+    pooler_output: np.ndarray | None = None
+    hidden_states: tuple[np.ndarray, ...] | None = None
+
+
+class Model:
+    def __init__(self, config: dict[str, Any], tensors: dict[str, np.ndarray], preprocessor: dict[str, Any] | None,
+                 source: str = "weights", reference: bool = False) -> None:
+        self.config = parse_config(config)
+        self.preprocessor_config = preprocessor
+        self.graph = build(self.config)
+        check_params(self.graph, tensors, source)
+        self.executor = Executor(self.graph, tensors, reference=reference)
+
+    def __call__(self, pixel_values: np.ndarray, output_hidden_states: bool = False,
+                 timings: dict[str, float] | None = None) -> ModelOutput:
+        """Run the model on pixel_values (B, C, H, W), as the transformers model's forward does."""
+        x = _channels_last(pixel_values, self.config.num_channels)
+        outputs = self.graph.outputs
+        wanted = {name for key, name in outputs.items() if key != "hidden_states"}
+        if output_hidden_states:
+            wanted |= set(outputs["hidden_states"])
+        env = self.executor.run(x, wanted, timings)
+        out = ModelOutput(**{key: _transformers_layout(env[name]) for key, name in outputs.items()
+                             if key != "hidden_states"})
+        if output_hidden_states:
+            out.hidden_states = tuple(_transformers_layout(env[n]) for n in outputs["hidden_states"])
+        return out
+
+
+def load(path: str | os.PathLike, reference: bool = False) -> Model:
+    """A model from an engine weights file, or straight from a transformers checkpoint directory.
+
+    reference=True runs every op on the plain NumPy reference kernels (slow; for reading and bisecting).
+    """
+    path = Path(path)
+    if path.is_dir():
+        config, preprocessor, tensors = read_checkpoint(path)
+        tensors = to_engine(tensors)
+    elif path.exists():
+        tensors, config, preprocessor = weights_file.read(path)
+    else:
+        raise FileNotFoundError(f"{path}: no such weights file or checkpoint directory")
+    return Model(config, tensors, preprocessor, source=str(path), reference=reference)
+
+
+def _channels_last(pixel_values: Any, channels: int) -> np.ndarray:
+    """Check pixel_values (B, C, H, W) and return it as a C-contiguous float32 (B, H, W, C) array."""
+    x = pixel_values
+    if not isinstance(x, np.ndarray):
+        raise InputError(f"pixel_values: expected a numpy array, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise InputError(f"pixel_values: expected 4 dimensions (batch, channels, height, width), got shape {x.shape}")
+    if x.shape[1] != channels:
+        raise InputError(f"pixel_values: expected {channels} channels in axis 1, got shape {x.shape}")
+    if 0 in x.shape:
+        raise InputError(f"pixel_values: empty array of shape {x.shape}")
+    if x.dtype.kind != "f":
+        raise InputError(f"pixel_values: expected a floating-point array, got {x.dtype}")
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1), dtype=np.float32)
+
+
+def _transformers_layout(t: np.ndarray) -> np.ndarray:
+    """Channels-last maps back to (B, C, H, W); vectors stay as they are."""
+    return np.ascontiguousarray(t.transpose(0, 3, 1, 2)) if t.ndim == 4 else t
