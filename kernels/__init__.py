@@ -13,8 +13,10 @@ from .activation import code as activation_code
 from .attention import attention, attention_reference
 from .conv2d import conv2d, conv2d_reference
 from .depthwise_conv2d import depthwise_conv2d, depthwise_conv2d_reference
+from .group_norm import group_norm, group_norm_reference
 from .layer_norm import layer_norm, layer_norm_reference
 from .linear import linear, linear_reference
+from .linear_attention import linear_attention, linear_attention_reference
 from .pointwise_conv2d import pointwise_conv2d, pointwise_conv2d_reference
 from .pool import global_avg_pool, global_avg_pool_reference
 from .resize import resize_bilinear, resize_bilinear_reference
@@ -27,8 +29,10 @@ OPS = (
     "depthwise_conv2d",
     "fold",
     "global_avg_pool",
+    "group_norm",
     "layer_norm",
     "linear",
+    "linear_attention",
     "pointwise_conv2d",
     "resize_bilinear",
     "unfold",

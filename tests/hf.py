@@ -36,7 +36,7 @@ PREPROCESSOR = {
 
 
 @torch.no_grad()
-def realistic_init(model: torch.nn.Module, seed: int, image_size: int = 64) -> torch.nn.Module:
+def realistic_init(model: torch.nn.Module, seed: int, image_size: int = 96) -> torch.nn.Module:
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
         if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
@@ -64,18 +64,31 @@ def realistic_init(model: torch.nn.Module, seed: int, image_size: int = 64) -> t
 
 def v1_model(name_or_kwargs, seed: int = 0, num_labels: int = 10, task: str = "classification", **extra):
     kwargs = V1_CONFIGS[name_or_kwargs] if isinstance(name_or_kwargs, str) else name_or_kwargs
-    config = transformers.MobileViTConfig(**kwargs, **extra, num_labels=num_labels)
-    cls = {
-        "classification": transformers.MobileViTForImageClassification,
-        "base": transformers.MobileViTModel,
-    }[task]
+    return _model("MobileViT", {**kwargs, **extra}, seed, num_labels, task)
+
+
+def v2_model(width: float = 1.0, seed: int = 0, num_labels: int = 10, task: str = "classification", **extra):
+    return _model("MobileViTV2", {"width_multiplier": width, **extra}, seed, num_labels, task)
+
+
+def _model(family: str, kwargs: dict, seed: int, num_labels: int, task: str):
+    config = getattr(transformers, f"{family}Config")(**kwargs, num_labels=num_labels)
+    suffix = {"classification": "ForImageClassification", "base": "Model"}[task]
     torch.manual_seed(seed)
-    return realistic_init(cls(config), seed)
+    return realistic_init(getattr(transformers, family + suffix)(config), seed)
 
 
 def save_checkpoint(model, path: Path, safetensors: bool = True) -> Path:
-    """Save as a Hub checkpoint directory: config.json, weights, preprocessor_config.json."""
-    model.save_pretrained(path, safe_serialization=safetensors)
+    """Save as a Hub checkpoint directory: config.json, weights, preprocessor_config.json.
+
+    transformers 5 only writes model.safetensors; Apple's repositories ship pytorch_model.bin, which is
+    torch.save(state_dict) (the zip format), so that is what safetensors=False writes.
+    """
+    if safetensors:
+        model.save_pretrained(path)
+    else:
+        model.config.save_pretrained(path)
+        torch.save(model.state_dict(), path / "pytorch_model.bin")
     (path / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR))
     return path
 
@@ -88,3 +101,30 @@ def reference_outputs(model, pixel_values: np.ndarray) -> dict[str, np.ndarray]:
         if getattr(out, key, None) is not None:
             result[key] = getattr(out, key).numpy()
     return result
+
+
+RTOL = 1e-4  # v1: rtol 1e-4, atol 1e-4 * max|reference| per tensor (v2 tests pass 2e-4, as transformers' own do)
+
+
+def engine_outputs(model, pixel_values):
+    out = model(pixel_values, output_hidden_states=True)
+    result = {f"hidden_states.{i}": h for i, h in enumerate(out.hidden_states)}
+    for key in ("logits", "last_hidden_state", "pooler_output"):
+        if getattr(out, key) is not None:
+            result[key] = getattr(out, key)
+    return result
+
+
+def assert_parity(engine, reference, rtol=RTOL):
+    assert set(reference) <= set(engine), f"the engine lacks {set(reference) - set(engine)}"
+    assert len([k for k in reference if k.startswith("hidden_states")]) == 5
+    for key, ref in reference.items():
+        got = engine[key]
+        assert got.shape == ref.shape and got.dtype == np.float32, key
+        scale = float(np.abs(ref).max())
+        assert scale > 1e-3, f"{key}: reference is near zero; the test would prove nothing"
+        np.testing.assert_allclose(got, ref, rtol=rtol, atol=rtol * scale, err_msg=key)
+
+
+def pixels(batch, h, w, seed=0, channels=3):
+    return np.random.default_rng(seed).random((batch, channels, h, w), dtype=np.float32)

@@ -92,8 +92,34 @@ def test_unfold_fold(rng, B, H, W, C, ph, pw):
     x = rand(rng, B, H, W, C)
     t = FAST.unfold(x, ph, pw)
     close(t, REFERENCE.unfold(x, ph, pw))
-    np.testing.assert_array_equal(FAST.fold(t, ph, pw, H // ph, W // pw), x)
-    np.testing.assert_array_equal(REFERENCE.fold(t, ph, pw, H // ph, W // pw), x)
+    np.testing.assert_array_equal(FAST.fold(t, ph, pw, H, W), x)
+    np.testing.assert_array_equal(REFERENCE.fold(t, ph, pw, H, W), x)
+
+
+@pytest.mark.parametrize("H, W", [(5, 4), (4, 7), (7, 9)])
+def test_unfold_drops_and_fold_zeroes_a_last_odd_row(rng, H, W):
+    # nn.functional.unfold/fold semantics, which MobileViTV2 keeps for odd maps
+    x = rand(rng, 2, H, W, 3)
+    t = FAST.unfold(x, 2, 2)
+    close(t, REFERENCE.unfold(x, 2, 2))
+    back = FAST.fold(t, 2, 2, H, W)
+    np.testing.assert_array_equal(back, REFERENCE.fold(t, 2, 2, H, W))
+    h, w = H // 2 * 2, W // 2 * 2
+    np.testing.assert_array_equal(back[:, :h, :w], x[:, :h, :w])
+    assert not back[:, h:].any() and not back[:, :, w:].any()
+
+
+@pytest.mark.parametrize("B, L, C", [(1, 4, 3), (2, 33, 16), (3, 7, 40)])
+def test_group_norm(rng, B, L, C):
+    x = rand(rng, B, L, C) * 2 + 0.5
+    g, b = rand(rng, C), rand(rng, C)
+    close(FAST.group_norm(x, g, b, 1e-5), REFERENCE.group_norm(x, g, b, 1e-5))
+
+
+@pytest.mark.parametrize("T, N, C", [(1, 1, 1), (4, 16, 8), (8, 49, 24)])
+def test_linear_attention(rng, T, N, C):
+    qkv = rand(rng, T, N, 1 + 2 * C) * 2
+    close(FAST.linear_attention(qkv), REFERENCE.linear_attention(qkv))
 
 
 def test_unfold_matches_transformers_order(rng):

@@ -15,8 +15,8 @@ from .errors import UnsupportedConfigError
 
 ACTIVATIONS = ("silu", "swish", "relu", "gelu")  # transformers' ACT2FN names the kernels implement exactly
 TASKS = {
-    "MobileViTModel": "feature-extraction",
-    "MobileViTForImageClassification": "image-classification",
+    "Model": "feature-extraction",
+    "ForImageClassification": "image-classification",
 }
 
 
@@ -49,15 +49,18 @@ class MobileViTConfig:
 
     @property
     def task(self) -> str:
-        return TASKS[self.architecture]
+        return TASKS[self.architecture.removeprefix(self.class_prefix)]
+
+    class_prefix = "MobileViT"
+    int_lists = ("hidden_sizes", "neck_hidden_sizes", "atrous_rates")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MobileViTConfig:
         _require(d.get("model_type", cls.model_type) == cls.model_type, "model_type", d.get("model_type"), cls.model_type)
         values = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
         values["id2label"] = _id2label(d)
-        values["architecture"] = _architecture(d)
-        for name in ("hidden_sizes", "neck_hidden_sizes", "atrous_rates"):
+        values["architecture"] = _architecture(d, cls.class_prefix)
+        for name in cls.int_lists:
             if name in values:
                 values[name] = _int_tuple(name, values[name])
         cfg = cls(**values)
@@ -75,41 +78,78 @@ class MobileViTConfig:
         }
 
     def _validate(self) -> None:
-        _positive_int("num_channels", self.num_channels)
-        _positive_int("patch_size", self.patch_size)
-        _positive_int("conv_kernel_size", self.conv_kernel_size)
-        _positive_int("num_attention_heads", self.num_attention_heads)
+        self._validate_common()
         _require(len(self.neck_hidden_sizes) == 7, "neck_hidden_sizes", self.neck_hidden_sizes, "7 channel counts")
         _require(len(self.hidden_sizes) == 3, "hidden_sizes", self.hidden_sizes, "3 widths")
         for c in self.neck_hidden_sizes + self.hidden_sizes:
             _positive_int("a channel count", c)
+        _positive_int("num_attention_heads", self.num_attention_heads)
         for h in self.hidden_sizes:
             _require(h % self.num_attention_heads == 0, "hidden_sizes", self.hidden_sizes,
                      f"multiples of num_attention_heads={self.num_attention_heads}")
-        _require(self.hidden_act in ACTIVATIONS, "hidden_act", self.hidden_act, f"one of {ACTIVATIONS}")
-        _require(_number(self.expand_ratio) and self.expand_ratio > 0, "expand_ratio", self.expand_ratio, "> 0")
         _require(_number(self.mlp_ratio) and int(min(self.hidden_sizes) * self.mlp_ratio) >= 1,
                  "mlp_ratio", self.mlp_ratio, "a ratio giving at least one FFN unit")
-        _require(_number(self.layer_norm_eps) and self.layer_norm_eps > 0, "layer_norm_eps", self.layer_norm_eps, "> 0")
         _require(isinstance(self.qkv_bias, bool), "qkv_bias", self.qkv_bias, "true or false")
+
+    def _validate_common(self) -> None:
+        _positive_int("num_channels", self.num_channels)
+        _positive_int("patch_size", self.patch_size)
+        _positive_int("conv_kernel_size", self.conv_kernel_size)
+        _require(self.hidden_act in ACTIVATIONS, "hidden_act", self.hidden_act, f"one of {ACTIVATIONS}")
+        _require(_number(self.expand_ratio) and self.expand_ratio > 0, "expand_ratio", self.expand_ratio, "> 0")
+        _require(_number(self.layer_norm_eps) and self.layer_norm_eps > 0, "layer_norm_eps", self.layer_norm_eps, "> 0")
         _require(isinstance(self.output_stride, int), "output_stride", self.output_stride, "an integer")
+
+
+@dataclass(frozen=True)
+class MobileViTV2Config(MobileViTConfig):
+    """transformers' MobileViTV2Config, the fields inference needs (same names, same defaults).
+
+    Fields of v1 that v2 does not read (hidden_sizes, neck_hidden_sizes, heads, mlp_ratio, qkv_bias) are inherited
+    but unused; the Hub's v2 configs carry some of them (mlp_ratio), which is harmless.
+    """
+
+    model_type = "mobilevitv2"
+    class_prefix = "MobileViTV2"
+    int_lists = ("n_attn_blocks", "base_attn_unit_dims", "atrous_rates")
+    expand_ratio: float = 2.0
+    hidden_act: str = "swish"
+    aspp_out_channels: int = 512
+    n_attn_blocks: tuple[int, ...] = (2, 4, 3)
+    base_attn_unit_dims: tuple[int, ...] = (128, 192, 256)
+    width_multiplier: float = 1.0
+    ffn_multiplier: int = 2
+    architecture: str = "MobileViTV2ForImageClassification"
+
+    def to_dict(self) -> dict[str, Any]:
+        v1_only = ("hidden_sizes", "neck_hidden_sizes", "num_attention_heads", "mlp_ratio", "qkv_bias")
+        return {k: v for k, v in super().to_dict().items() if k not in v1_only}
+
+    def _validate(self) -> None:
+        self._validate_common()
+        _require(len(self.n_attn_blocks) == 3, "n_attn_blocks", self.n_attn_blocks, "3 counts")
+        _require(len(self.base_attn_unit_dims) == 3, "base_attn_unit_dims", self.base_attn_unit_dims, "3 widths")
+        _require(_number(self.width_multiplier) and self.width_multiplier > 0, "width_multiplier",
+                 self.width_multiplier, "> 0")
+        _require(_number(self.ffn_multiplier) and self.ffn_multiplier > 0, "ffn_multiplier", self.ffn_multiplier, "> 0")
 
 
 def parse_config(d: dict[str, Any]) -> MobileViTConfig:
     """The engine config for a transformers config.json dict; the family comes from its model_type."""
     if not isinstance(d, dict):
         raise UnsupportedConfigError(f"config: expected a JSON object, got {type(d).__name__}")
-    families = {MobileViTConfig.model_type: MobileViTConfig}
+    families = {c.model_type: c for c in (MobileViTConfig, MobileViTV2Config)}
     model_type = d.get("model_type")
     if model_type not in families:
         raise UnsupportedConfigError(f"config: model_type {model_type!r} is not supported; supported: {sorted(families)}")
     return families[model_type].from_dict(d)
 
 
-def _architecture(d: dict[str, Any]) -> str:
-    archs = d.get("architectures") or ["MobileViTForImageClassification"]
+def _architecture(d: dict[str, Any], prefix: str) -> str:
+    archs = d.get("architectures") or [f"{prefix}ForImageClassification"]
+    known = [prefix + suffix for suffix in TASKS]
     _require(isinstance(archs, list) and len(archs) == 1, "architectures", archs, "a list of one name")
-    _require(archs[0] in TASKS, "architectures", archs, f"one of {sorted(TASKS)}")
+    _require(archs[0] in known, "architectures", archs, f"one of {known}")
     return archs[0]
 
 

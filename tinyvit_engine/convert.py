@@ -54,7 +54,7 @@ def read_checkpoint(src: str | os.PathLike) -> tuple[dict[str, Any], dict[str, A
     config = _json(src / "config.json")
     preprocessor = _json(src / "preprocessor_config.json") if (src / "preprocessor_config.json").exists() else None
     tensors = _read_tensors(src)
-    config.setdefault("architectures", [_architecture(tensors)])
+    config.setdefault("architectures", [_architecture(config, tensors)])
     return config, preprocessor, tensors
 
 
@@ -113,9 +113,9 @@ def _strip(key: str) -> str:
     return key
 
 
-def _architecture(tensors: dict[str, np.ndarray]) -> str:
+def _architecture(config: dict[str, Any], tensors: dict[str, np.ndarray]) -> str:
     """The transformers class a checkpoint without `architectures` in its config was saved from."""
-    family = "MobileViTV2" if any(k.startswith("mobilevitv2.") for k in tensors) else "MobileViT"
+    family = "MobileViTV2" if config.get("model_type") == "mobilevitv2" else "MobileViT"
     if "classifier.weight" in tensors:
         return f"{family}ForImageClassification"
     if any(k.startswith("segmentation_head.") for k in tensors):

@@ -59,15 +59,23 @@ class LayerNorm:
 
 
 @dataclass(frozen=True)
+class GroupNorm(LayerNorm):
+    """GroupNorm with one group: statistics over the whole sample, affine per channel (same parameters)."""
+
+
+@dataclass(frozen=True)
 class Attention:
     heads: int
 
 
 @dataclass(frozen=True)
 class Patches:
-    """Unfold/fold into patch x patch tokens, resizing bilinearly when the map is not a multiple of the patch."""
+    """Unfold/fold into patch x patch tokens (B, P, N, C). When the map is not a multiple of the patch, `resize`
+    (MobileViT v1) resizes it bilinearly up to one and back; otherwise (v2) the last rows/columns are dropped and
+    fold writes zeros there."""
 
     patch: int
+    resize: bool
 
 
 @dataclass(frozen=True)

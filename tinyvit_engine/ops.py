@@ -42,29 +42,45 @@ def layer_norm(k, node, params, x):
 
 
 def attention(k, node, params, qkv):
-    return k.attention(qkv, node.attrs.heads)
+    # tokens (B, P, N, 3C): attention runs over the N patches of each (sample, pixel offset)
+    out = k.attention(qkv.reshape(-1, *qkv.shape[2:]), node.attrs.heads)
+    return out.reshape(*qkv.shape[:3], out.shape[-1])
 
 
-def _grid(x, patch: int) -> tuple[int, int]:
-    """Patches along each axis: transformers rounds the map up to a multiple of the patch."""
-    return math.ceil(x.shape[1] / patch), math.ceil(x.shape[2] / patch)
+def linear_attention(k, node, params, qkv):
+    out = k.linear_attention(qkv.reshape(-1, *qkv.shape[2:]))
+    return out.reshape(*qkv.shape[:3], out.shape[-1])
+
+
+def group_norm(k, node, params, x):
+    # one group: statistics over everything but the batch axis
+    a = node.attrs
+    out = k.group_norm(x.reshape(x.shape[0], -1, a.channels), params[node.name + ".weight"], params[node.name + ".bias"],
+                       a.eps)
+    return out.reshape(x.shape)
+
+
+def _rounded_up(x, patch: int) -> tuple[int, int]:
+    """MobileViT v1 resizes a map up to the next multiple of the patch before unfolding."""
+    return math.ceil(x.shape[1] / patch) * patch, math.ceil(x.shape[2] / patch) * patch
 
 
 def unfold(k, node, params, x):
+    # (B, H, W, C) -> tokens (B, P, N, C); v2 drops a last odd row/column, v1 resizes first
     p = node.attrs.patch
-    nh, nw = _grid(x, p)
-    if (nh * p, nw * p) != x.shape[1:3]:
-        x = k.resize_bilinear(x, nh * p, nw * p)  # transformers resizes up to the next multiple of the patch
-    return k.unfold(x, p, p)
+    if node.attrs.resize and _rounded_up(x, p) != x.shape[1:3]:
+        x = k.resize_bilinear(x, *_rounded_up(x, p))
+    t = k.unfold(x, p, p)
+    return t.reshape(x.shape[0], p * p, t.shape[1], t.shape[2])
 
 
 def fold(k, node, params, tokens, like):
-    # `like` is the map that was unfolded: fold back to its size
+    # tokens (B, P, N, C) -> a map the size of `like`, the map that was unfolded
     p = node.attrs.patch
-    nh, nw = _grid(like, p)
-    x = k.fold(tokens, p, p, nh, nw)
+    size = _rounded_up(like, p) if node.attrs.resize else like.shape[1:3]
+    x = k.fold(tokens.reshape(-1, *tokens.shape[2:]), p, p, *size)
     if x.shape[1:3] != like.shape[1:3]:
-        x = k.resize_bilinear(x, like.shape[1], like.shape[2])  # and back down, as transformers does
+        x = k.resize_bilinear(x, like.shape[1], like.shape[2])  # v1: back down to the original size
     return x
 
 
@@ -81,6 +97,8 @@ OPS = {
     "linear": linear,
     "layer_norm": layer_norm,
     "attention": attention,
+    "linear_attention": linear_attention,
+    "group_norm": group_norm,
     "unfold": unfold,
     "fold": fold,
     "concat": concat,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import MobileViTConfig
+from ..config import MobileViTConfig, MobileViTV2Config
 from ..errors import WeightsFormatError
 from ..graph import Graph
 from .mobilevit import build_mobilevit
+from .mobilevitv2 import build_mobilevitv2
 
-BUILDERS = {MobileViTConfig: build_mobilevit}
+BUILDERS = {MobileViTConfig: build_mobilevit, MobileViTV2Config: build_mobilevitv2}
 
 
 def build(config) -> Graph:

@@ -57,11 +57,11 @@ def mobilevit_layer(g: Graph, cfg: MobileViTConfig, name: str, x: str, cin: int,
     local = g.add("conv", f"{name}.conv_kxk", x, Conv(cout, cout, k, act=act))
     local = g.add("conv", f"{name}.conv_1x1", local, Conv(cout, hidden, 1, bias=False))
     p = cfg.patch_size
-    h = g.add("unfold", f"{name}.unfolding", local, Patches(p))
+    h = g.add("unfold", f"{name}.unfolding", local, Patches(p, resize=True))
     for i in range(stages):
         h = transformer_layer(g, cfg, f"{name}.transformer.layer.{i}", h, hidden)
     h = g.add("layer_norm", f"{name}.layernorm", h, LayerNorm(hidden, cfg.layer_norm_eps))
-    h = g.add("fold", f"{name}.folding", (h, local), Patches(p))
+    h = g.add("fold", f"{name}.folding", (h, local), Patches(p, resize=True))
     h = g.add("conv", f"{name}.conv_projection", h, Conv(hidden, cout, 1, act=act))
     h = g.add("concat", f"{name}.fusion.input", (x, h))  # block input first, as torch.cat((residual, features))
     return g.add("conv", f"{name}.fusion", h, Conv(2 * cout, cout, k, act=act))

@@ -1,0 +1,52 @@
+"""GroupNorm with a single group (MobileViTV2's "layernorm"s): one mean and variance per sample over all of its
+elements, then a per-channel affine.
+
+    out[b, l, c] = (x[b, l, c] - mean_b) / sqrt(var_b + eps) * gamma[c] + beta[c]     (biased variance over l, c)
+
+Not a per-token LayerNorm: the statistics span every channel, pixel offset and patch of the sample. The fast version
+runs the two reductions in float64, then normalises the sample's rows in parallel.
+"""
+
+import numpy as np
+from numba import prange
+
+from ._checks import f32, same
+from ._jit import parallel_kernel
+
+
+# x (B, L, C), gamma (C,), beta (C,) -> (B, L, C)
+def group_norm_reference(x, gamma, beta, eps):
+    mean = x.mean(axis=(1, 2), keepdims=True, dtype=np.float64)
+    var = ((x - mean) ** 2).mean(axis=(1, 2), keepdims=True)
+    return ((x - mean) / np.sqrt(var + eps) * gamma + beta).astype(np.float32)
+
+
+@parallel_kernel
+def _group_norm(x, gamma, beta, eps, out):
+    B, L, C = x.shape
+    n = L * C
+    for b in range(B):
+        flat = x[b].reshape(n)
+        s = 0.0
+        for i in range(n):
+            s += flat[i]
+        mean = s / n
+        s = 0.0
+        for i in range(n):
+            d = flat[i] - mean
+            s += d * d
+        inv = 1.0 / np.sqrt(s / n + eps)
+        for row in prange(L):
+            for c in range(C):
+                out[b, row, c] = (x[b, row, c] - mean) * inv * gamma[c] + beta[c]
+
+
+def group_norm(x, gamma, beta, eps):
+    f32("group_norm x", x, 3)
+    f32("group_norm gamma", gamma, 1)
+    f32("group_norm beta", beta, 1)
+    same("group_norm gamma", gamma.shape[0], x.shape[2], "length")
+    same("group_norm beta", beta.shape[0], x.shape[2], "length")
+    out = np.empty_like(x)
+    _group_norm(x, gamma, beta, float(eps), out)
+    return out
