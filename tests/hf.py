@@ -73,7 +73,7 @@ def v2_model(width: float = 1.0, seed: int = 0, num_labels: int = 10, task: str 
 
 def _model(family: str, kwargs: dict, seed: int, num_labels: int, task: str):
     config = getattr(transformers, f"{family}Config")(**kwargs, num_labels=num_labels)
-    suffix = {"classification": "ForImageClassification", "base": "Model"}[task]
+    suffix = {"classification": "ForImageClassification", "base": "Model", "segmentation": "ForSemanticSegmentation"}[task]
     torch.manual_seed(seed)
     return realistic_init(getattr(transformers, family + suffix)(config), seed)
 

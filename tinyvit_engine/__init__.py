@@ -3,6 +3,7 @@
 from .convert import convert
 from .errors import InputError, TinyVitError, UnsupportedConfigError, UnsafeCheckpointError, WeightsFormatError
 from .model import Model, ModelOutput, load
+from .postprocess import post_process_semantic_segmentation
 
 __version__ = "0.1.0"
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "load",
     "Model",
     "ModelOutput",
+    "post_process_semantic_segmentation",
     "TinyVitError",
     "InputError",
     "UnsupportedConfigError",

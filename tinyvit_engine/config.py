@@ -17,6 +17,7 @@ ACTIVATIONS = ("silu", "swish", "relu", "gelu")  # transformers' ACT2FN names th
 TASKS = {
     "Model": "feature-extraction",
     "ForImageClassification": "image-classification",
+    "ForSemanticSegmentation": "semantic-segmentation",
 }
 
 
@@ -99,6 +100,10 @@ class MobileViTConfig:
         _require(_number(self.expand_ratio) and self.expand_ratio > 0, "expand_ratio", self.expand_ratio, "> 0")
         _require(_number(self.layer_norm_eps) and self.layer_norm_eps > 0, "layer_norm_eps", self.layer_norm_eps, "> 0")
         _require(isinstance(self.output_stride, int), "output_stride", self.output_stride, "an integer")
+        if self.task == "semantic-segmentation":
+            _positive_int("aspp_out_channels", self.aspp_out_channels)
+            _require(len(self.atrous_rates) == 3, "atrous_rates", self.atrous_rates, "3 rates")
+            _require(self.num_labels >= 1, "num_labels", self.num_labels, "at least 1 for segmentation")
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,13 @@ class Attention:
 
 
 @dataclass(frozen=True)
+class Pool:
+    """Global average pooling; `keepdims` gives a (B, 1, 1, C) map instead of a (B, C) vector."""
+
+    keepdims: bool = False
+
+
+@dataclass(frozen=True)
 class Patches:
     """Unfold/fold into patch x patch tokens (B, P, N, C). When the map is not a multiple of the patch, `resize`
     (MobileViT v1) resizes it bilinearly up to one and back; otherwise (v2) the last rows/columns are dropped and

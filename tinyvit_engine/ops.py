@@ -89,7 +89,13 @@ def concat(k, node, params, *maps):
 
 
 def global_avg_pool(k, node, params, x):
-    return k.global_avg_pool(x)
+    out = k.global_avg_pool(x)
+    return out.reshape(x.shape[0], 1, 1, x.shape[3]) if node.attrs is not None and node.attrs.keepdims else out
+
+
+def resize_like(k, node, params, x, like):
+    # bilinear (align_corners=False) to the spatial size of `like`
+    return k.resize_bilinear(x, like.shape[1], like.shape[2])
 
 
 OPS = {
@@ -103,4 +109,5 @@ OPS = {
     "fold": fold,
     "concat": concat,
     "global_avg_pool": global_avg_pool,
+    "resize_like": resize_like,
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..config import MobileViTConfig
 from ..graph import Attention, Conv, Graph, LayerNorm, Linear, Patches
+from .deeplabv3 import deeplabv3_head
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -83,6 +84,9 @@ def build_mobilevit(cfg: MobileViTConfig) -> Graph:
         x := mobilevit_layer(g, cfg, "encoder.layer.4", x, neck[4], neck[5], hidden[2], 3, dilation5),
     ]
     g.outputs["hidden_states"] = states
+    if cfg.task == "semantic-segmentation":
+        g.outputs["logits"] = deeplabv3_head(g, cfg, x, neck[5])
+        return g
 
     x = g.add("conv", "conv_1x1_exp", x, Conv(neck[5], neck[6], 1, act=act))
     g.outputs["last_hidden_state"] = x

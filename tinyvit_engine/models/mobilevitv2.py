@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..config import MobileViTV2Config
 from ..graph import Conv, Graph, GroupNorm, Linear, Patches
+from .deeplabv3 import deeplabv3_head
 from .mobilevit import inverted_residual, make_divisible, mobilenet_layer
 
 
@@ -65,6 +66,9 @@ def build_mobilevitv2(cfg: MobileViTV2Config) -> Graph:
         x := mobilevitv2_layer(g, cfg, "encoder.layer.4", x, ch[4], ch[5], dims[2], blocks[2], dilation5),
     ]
     g.outputs["hidden_states"] = states
+    if cfg.task == "semantic-segmentation":
+        g.outputs["logits"] = deeplabv3_head(g, cfg, x, ch[5])
+        return g
     g.outputs["last_hidden_state"] = x
     g.outputs["pooler_output"] = g.add("global_avg_pool", "pooler", x)
     if cfg.task == "image-classification":
