@@ -4,6 +4,7 @@ from .convert import convert
 from .errors import InputError, TinyVitError, UnsupportedConfigError, UnsafeCheckpointError, WeightsFormatError
 from .model import Model, ModelOutput, load
 from .postprocess import post_process_semantic_segmentation
+from .processor import MobileViTImageProcessor, load_image
 
 __version__ = "0.1.0"
 __all__ = [
@@ -11,6 +12,8 @@ __all__ = [
     "load",
     "Model",
     "ModelOutput",
+    "MobileViTImageProcessor",
+    "load_image",
     "post_process_semantic_segmentation",
     "TinyVitError",
     "InputError",

@@ -8,12 +8,14 @@ that the engine cannot run, raise UnsupportedConfigError naming the field.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import UnsupportedConfigError
 
 ACTIVATIONS = ("silu", "swish", "relu", "gelu")  # transformers' ACT2FN names the kernels implement exactly
+PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")  # as transformers
 TASKS = {
     "Model": "feature-extraction",
     "ForImageClassification": "image-classification",
@@ -41,6 +43,7 @@ class MobileViTConfig:
     qkv_bias: bool = True
     aspp_out_channels: int = 256
     atrous_rates: tuple[int, ...] = (6, 12, 18)
+    problem_type: str | None = None  # how the classification pipeline turns logits into scores
     id2label: dict[int, str] = field(default_factory=lambda: {0: "LABEL_0", 1: "LABEL_1"})
     architecture: str = "MobileViTForImageClassification"
 
@@ -98,7 +101,9 @@ class MobileViTConfig:
         _positive_int("conv_kernel_size", self.conv_kernel_size)
         _require(self.hidden_act in ACTIVATIONS, "hidden_act", self.hidden_act, f"one of {ACTIVATIONS}")
         _require(_number(self.expand_ratio) and self.expand_ratio > 0, "expand_ratio", self.expand_ratio, "> 0")
-        _require(_number(self.layer_norm_eps) and self.layer_norm_eps > 0, "layer_norm_eps", self.layer_norm_eps, "> 0")
+        _require(_number(self.layer_norm_eps) and 0 < self.layer_norm_eps < math.inf, "layer_norm_eps",
+                 self.layer_norm_eps, "a finite number > 0")
+        _require(self.problem_type in PROBLEM_TYPES, "problem_type", self.problem_type, f"one of {PROBLEM_TYPES}")
         _require(isinstance(self.output_stride, int), "output_stride", self.output_stride, "an integer")
         if self.task == "semantic-segmentation":
             _positive_int("aspp_out_channels", self.aspp_out_channels)
@@ -167,7 +172,7 @@ def _id2label(d: dict[str, Any]) -> dict[int, str]:
         _require(sorted(labels) == list(range(len(labels))), "id2label", sorted(labels)[:5], "keys 0..num_labels-1")
         return labels
     n = d.get("num_labels", 2)
-    _require(isinstance(n, int) and n >= 0, "num_labels", n, "an integer >= 0")
+    _require(isinstance(n, int) and not isinstance(n, bool) and n >= 0, "num_labels", n, "an integer >= 0")
     return {i: f"LABEL_{i}" for i in range(n)}
 
 

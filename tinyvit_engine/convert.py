@@ -67,7 +67,12 @@ def to_engine(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     used: set[str] = set()
 
-    def take(key: str) -> np.ndarray:
+    def take(key: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+        # a tensor a rule needs, named when it is missing or does not fit the tensors it is combined with
+        if key not in src:
+            raise WeightsFormatError(f"checkpoint tensor {key} is missing")
+        if shape is not None and src[key].shape != shape:
+            raise WeightsFormatError(f"checkpoint tensor {key} has shape {src[key].shape}, expected {shape}")
         used.add(key)
         return src[key].astype(np.float64)
 
@@ -76,10 +81,11 @@ def to_engine(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         w = take(key)
         if w.ndim != 4:
             raise WeightsFormatError(f"checkpoint tensor {key} has shape {w.shape}, expected a 4-D conv weight")
-        b = take(f"{module}.convolution.bias") if f"{module}.convolution.bias" in src else None
+        cout = (w.shape[0],)
+        b = take(f"{module}.convolution.bias", cout) if f"{module}.convolution.bias" in src else None
         bn = f"{module}.normalization"
         if f"{bn}.running_mean" in src:
-            gamma, beta, mean, var = (take(f"{bn}.{k}") for k in BN_KEYS)
+            gamma, beta, mean, var = (take(f"{bn}.{k}", cout) for k in BN_KEYS)
             scale = gamma / np.sqrt(var + BN_EPS)
             w = w * scale[:, None, None, None]
             b = beta - mean * scale + (0.0 if b is None else b * scale)
@@ -90,9 +96,12 @@ def to_engine(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for key in [k for k in src if QKV.fullmatch(k)]:
         module = QKV.fullmatch(key)[1]
         parts = [f"{module}.{p}" for p in ("query", "key", "value")]
-        out[f"{module}.qkv.weight"] = np.concatenate([take(f"{p}.weight") for p in parts]).T
+        shape = src[key].shape
+        if len(shape) != 2:
+            raise WeightsFormatError(f"checkpoint tensor {key} has shape {shape}, expected a 2-D linear weight")
+        out[f"{module}.qkv.weight"] = np.concatenate([take(f"{p}.weight", shape) for p in parts]).T
         if f"{module}.query.bias" in src:
-            out[f"{module}.qkv.bias"] = np.concatenate([take(f"{p}.bias") for p in parts])
+            out[f"{module}.qkv.bias"] = np.concatenate([take(f"{p}.bias", shape[:1]) for p in parts])
 
     for key, t in src.items():
         if key in used:
@@ -142,26 +151,24 @@ def _read_tensors(src: Path) -> dict[str, np.ndarray]:
             return reader(src / name)
         index = src / f"{name}.index.json"
         if index.exists():
-            shards = sorted(set(_json(index).get("weight_map", {}).values()))
-            if not shards:
-                raise WeightsFormatError(f"{index}: no weight_map")
+            weight_map = _json(index).get("weight_map")
+            if not isinstance(weight_map, dict) or not weight_map:
+                raise WeightsFormatError(f"{index}: no weight_map object naming the shard of each tensor")
             tensors: dict[str, np.ndarray] = {}
-            for shard in shards:
-                if Path(shard).name != shard:
+            for shard in sorted(set(map(str, weight_map.values()))):
+                if Path(shard).name != shard or shard in (".", ".."):
                     raise WeightsFormatError(f"{index}: shard name {shard!r} is not a file name in the directory")
+                if not (src / shard).is_file():
+                    raise FileNotFoundError(f"{src / shard}: missing; {index.name} names it as a shard")
                 tensors.update(reader(src / shard))
             return tensors
     raise FileNotFoundError(f"{src}: no model.safetensors or pytorch_model.bin (nor a sharded index) in the directory")
 
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
-    try:
-        return load_file(path)
-    except (SafetensorError, ValueError, TypeError) as e:
-        raise WeightsFormatError(f"{path}: not a readable safetensors file ({e})") from None
+    # the engine's own parser: every size and offset checked before reading, BF16 widened to float32
+    data = path.read_bytes()
+    return weights_file.tensors(data, weights_file.parse(data, str(path))[1], str(path))
 
 
 def _read_bin(path: Path) -> dict[str, np.ndarray]:

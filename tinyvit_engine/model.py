@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import weights_file
+from . import pipelines, weights_file
 from .config import parse_config
 from .convert import read_checkpoint, to_engine
-from .errors import InputError
+from .errors import InputError, WeightsFormatError
 from .executor import Executor
 from .models import build, check_params
+from .processor import MobileViTImageProcessor
 
 
 @dataclass
@@ -53,6 +55,23 @@ class Model:
         return out
 
 
+    @cached_property
+    def processor(self) -> MobileViTImageProcessor:
+        """The image processor the checkpoint's preprocessor_config.json describes."""
+        if self.preprocessor_config is None:
+            raise WeightsFormatError("this model carries no preprocessor config; build a MobileViTImageProcessor "
+                                     "yourself and pass pixel_values to the model")
+        return MobileViTImageProcessor.from_dict(self.preprocessor_config)
+
+    def classify(self, images, top_k: int = 5):
+        """Top-k labels and scores per image, like transformers' image-classification pipeline."""
+        return pipelines.classify(self, images, top_k)
+
+    def segment(self, images):
+        """Label map and per-label masks per image, like transformers' image-segmentation pipeline."""
+        return pipelines.segment(self, images)
+
+
 def load(path: str | os.PathLike, reference: bool = False) -> Model:
     """A model from an engine weights file, or straight from a transformers checkpoint directory.
 
@@ -70,19 +89,32 @@ def load(path: str | os.PathLike, reference: bool = False) -> Model:
 
 
 def _channels_last(pixel_values: Any, channels: int) -> np.ndarray:
-    """Check pixel_values (B, C, H, W) and return it as a C-contiguous float32 (B, H, W, C) array."""
+    """Check pixel_values (B, C, H, W) and return it as a new C-contiguous float32 (B, H, W, C) array.
+
+    Any floating dtype is cast to float32; integer, bool and complex arrays are refused (the processor makes float32
+    pixel_values in [0, 1]). Non-contiguous and read-only arrays are copied. H and W may be any size >= 1. NaN and
+    inf are refused: no image gives them, and the kernels would spread them over the whole output.
+    """
     x = pixel_values
     if not isinstance(x, np.ndarray):
-        raise InputError(f"pixel_values: expected a numpy array, got {type(x).__name__}")
+        raise InputError(f"pixel_values: expected a numpy array (B, C, H, W), got {type(x).__name__}; pass "
+                         "np.asarray(...) of it, or make pixel_values with model.processor(images)")
     if x.ndim != 4:
         raise InputError(f"pixel_values: expected 4 dimensions (batch, channels, height, width), got shape {x.shape}")
     if x.shape[1] != channels:
         raise InputError(f"pixel_values: expected {channels} channels in axis 1, got shape {x.shape}")
     if 0 in x.shape:
-        raise InputError(f"pixel_values: empty array of shape {x.shape}")
+        raise InputError(f"pixel_values: empty array of shape {x.shape} (an empty batch or a zero height or width)")
     if x.dtype.kind != "f":
-        raise InputError(f"pixel_values: expected a floating-point array, got {x.dtype}")
-    return np.ascontiguousarray(x.transpose(0, 2, 3, 1), dtype=np.float32)
+        raise InputError(f"pixel_values: expected a floating-point array, got {x.dtype}; model.processor(images) "
+                         "makes float32 pixel_values in [0, 1]")
+    # always a fresh array: the user's may be read-only, strided or shared
+    with np.errstate(over="ignore"):
+        out = np.array(x.transpose(0, 2, 3, 1), dtype=np.float32, order="C")
+    if not np.isfinite(out).all():
+        raise InputError(f"pixel_values: {out.size - int(np.isfinite(out).sum())} value(s) are NaN or infinite "
+                         "(or overflow float32)")
+    return out
 
 
 def _transformers_layout(t: np.ndarray) -> np.ndarray:

@@ -3,28 +3,41 @@ metadata a format name, a format version, the transformers config and the prepro
 
 Engine layout: conv weights (kh, kw, cin / groups, cout) with BatchNorm folded in, linear weights (in, out), fused
 query/key/value projections. Version 1 is the first; a file of another version is refused with a hint.
+
+The reader parses the safetensors header itself (`parse`): every length, shape and offset is checked against the
+size of the file before a tensor is read, so a truncated, corrupt or hostile file fails at once with a
+WeightsFormatError naming the problem, instead of allocating what its header claims. The converter reads checkpoint
+safetensors files through the same parser.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors import SafetensorError
-from safetensors.numpy import load, save
+from safetensors.numpy import save
 
 from .errors import WeightsFormatError
 
 FORMAT = "tinyvit-engine"
 VERSION = 1
+# safetensors dtype names -> how one element is stored (little-endian; BF16 as its raw bits, widened on reading)
+NUMPY = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
+         "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?", "C64": "<c8"}
+ITEMSIZE = {**{k: np.dtype(v).itemsize for k, v in NUMPY.items()}, "F8_E4M3": 1, "F8_E5M2": 1}
+
+Entry = tuple[str, tuple[int, ...], int]  # a tensor of a parsed file: dtype name, shape, byte offset in the file
 
 
 def write(path: str | os.PathLike, tensors: dict[str, np.ndarray], config: dict, preprocessor: dict | None) -> None:
     """Write atomically: a temporary file beside `path`, renamed over it only once complete."""
     path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path.parent}: no such directory to write {path.name} into")
     metadata = {
         "format": FORMAT,
         "format_version": str(VERSION),
@@ -50,11 +63,7 @@ def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]
         data = path.read_bytes()
     except IsADirectoryError:
         raise WeightsFormatError(f"{path}: is a directory; pass a checkpoint directory to tve.load or convert") from None
-    try:
-        tensors = load(data)
-        metadata = _metadata(data)
-    except (SafetensorError, ValueError, OverflowError) as e:
-        raise WeightsFormatError(f"{path}: not a valid safetensors file ({e})") from None
+    metadata, entries = parse(data, str(path))
     if metadata.get("format") != FORMAT:
         raise WeightsFormatError(f"{path}: a safetensors file, but not a {FORMAT} weights file; convert the "
                                  "checkpoint with tve.convert (or `tinyvit convert`) first")
@@ -64,19 +73,78 @@ def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]
     try:
         config = json.loads(metadata["config"])
         pre = json.loads(metadata["preprocessor_config"]) if metadata.get("preprocessor_config") else None
-    except (KeyError, json.JSONDecodeError) as e:
+    except (KeyError, ValueError, RecursionError) as e:
         raise WeightsFormatError(f"{path}: the stored config is not valid JSON ({e})") from None
-    for name, t in tensors.items():
-        if t.dtype != np.float32:
-            raise WeightsFormatError(f"{path}: tensor {name} is {t.dtype}, expected float32")
-    return tensors, config, pre
+    if not isinstance(config, dict) or not isinstance(pre, (dict, type(None))):
+        raise WeightsFormatError(f"{path}: the stored config or preprocessor config is not a JSON object")
+    for name, (dtype, _, _) in entries.items():
+        if dtype != "F32":
+            raise WeightsFormatError(f"{path}: tensor {name} is {dtype}, expected F32 (float32)")
+    return tensors(data, entries, str(path)), config, pre
 
 
-def _metadata(data: bytes) -> dict[str, str]:
-    """The __metadata__ of a safetensors blob (safetensors.numpy.load does not return it)."""
+def parse(data: bytes, where: str) -> tuple[dict[str, str], dict[str, Entry]]:
+    """The metadata and the tensor entries of a safetensors blob, every size and offset checked against the blob."""
+
+    def bad(why: str) -> WeightsFormatError:
+        return WeightsFormatError(f"{where}: not a valid safetensors file ({why})")
+
+    # 8 bytes of header length, then that much JSON, then the tensor data
+    if len(data) < 8:
+        raise bad(f"{len(data)} bytes, too short to hold a header" if data else "the file is empty")
     n = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + n])
-    meta = header.get("__metadata__") or {}
-    if not isinstance(meta, dict):
-        raise ValueError("__metadata__ is not an object")
-    return meta
+    if n > len(data) - 8:
+        raise bad(f"the header length says {n} bytes, but only {len(data) - 8} follow: truncated or not safetensors")
+    try:
+        header = json.loads(data[8 : 8 + n].decode("utf-8"))
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise bad(f"the header is not JSON: {str(e)[:100]}") from None
+    if not isinstance(header, dict):
+        raise bad(f"the header is a JSON {type(header).__name__}, not an object")
+    metadata = header.pop("__metadata__", None)
+    metadata = {} if metadata is None else metadata
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise bad("__metadata__ is not an object of strings")
+    # every tensor's byte range must lie in the data and match its dtype and shape
+    size, entries, spans = len(data) - 8 - n, {}, []
+    for name, info in header.items():
+        info = info if isinstance(info, dict) else {}
+        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if dtype not in ITEMSIZE:
+            raise bad(f"tensor {name}: dtype {dtype!r:.40} is not a safetensors dtype this reader knows")
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            raise bad(f"tensor {name}: shape {shape!r:.80} is not a list of sizes")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
+                and 0 <= offsets[0] <= offsets[1]):
+            raise bad(f"tensor {name}: data_offsets {offsets!r:.80} are not [begin, end]")
+        begin, end = offsets
+        if end > size:
+            raise bad(f"tensor {name}: data_offsets [{begin}, {end}] run past the {size} bytes of data: truncated?")
+        if end - begin != math.prod(shape) * ITEMSIZE[dtype]:
+            raise bad(f"tensor {name}: {end - begin} bytes hold no {dtype} tensor of shape {tuple(shape)}")
+        entries[name] = (dtype, tuple(shape), 8 + n + begin)
+        spans.append((begin, end, name))
+    # and the tensors must tile the data exactly: no gaps, no overlaps, nothing after
+    position = 0
+    for begin, end, name in sorted(spans):
+        if begin != position:
+            raise bad(f"tensor {name} starts at byte {begin} of the data, expected {position} (a gap or an overlap)")
+        position = end
+    if position != size:
+        raise bad(f"the tensors take {position} bytes, but {size} bytes of data follow the header")
+    return metadata, entries
+
+
+def tensors(data: bytes, entries: dict[str, Entry], where: str) -> dict[str, np.ndarray]:
+    """The parsed tensors as aligned, writeable, native-endian copies (BF16 widened to float32)."""
+    out = {}
+    for name, (dtype, shape, offset) in entries.items():
+        if dtype not in NUMPY:
+            raise WeightsFormatError(f"{where}: tensor {name} is {dtype}, which this reader does not decode")
+        stored = np.dtype(NUMPY[dtype])
+        flat = np.frombuffer(data, stored, math.prod(shape), offset)
+        if dtype == "BF16":
+            out[name] = (flat.astype(np.uint32) << 16).view(np.float32).reshape(shape)  # a float32's high half
+        else:
+            out[name] = flat.astype(stored.newbyteorder("=")).reshape(shape)
+    return out

@@ -1,0 +1,212 @@
+"""The `tinyvit` command: convert checkpoints, classify and segment images, describe a weights file.
+
+A user error (missing file, bad weights, unsupported config, no network) prints one line on stderr and exits 1;
+--debug shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import weights_file
+from .errors import TinyVitError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+BATCH = 8
+
+
+class CliError(TinyVitError):
+    """A user error the command reports in one line."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+        return 0
+    except (TinyVitError, OSError, ValueError, TypeError) as e:
+        if args.debug:
+            raise
+        message = " ".join(str(e).splitlines()) or type(e).__name__  # one line, even for multi-line messages
+        print(f"tinyvit {args.command}: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tinyvit", description="MobileViT inference on the CPU, without torch.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, run, help: str, example: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        c.set_defaults(run=run)
+        return c
+
+    c = command("convert", run_convert, "convert a transformers checkpoint into one engine weights file",
+                "tinyvit convert path/to/mobilevit-xx-small -o mobilevit-xx-small.safetensors")
+    c.add_argument("src", help="a checkpoint directory, or a Hub id such as apple/mobilevit-xx-small")
+    c.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
+
+    c = command("classify", run_classify, "print the top labels of each image",
+                "tinyvit classify photo.jpg photos/ --model mobilevit-xx-small.safetensors --top-k 3")
+    c.add_argument("images", nargs="+", help="image files or directories (walked for images)")
+    c.add_argument("--model", help="engine weights file or checkpoint directory (default: the demo digits classifier)")
+    c.add_argument("--top-k", type=int, default=5, help="labels per image (default 5)")
+    c.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
+
+    c = command("segment", run_segment, "write a label map and an overlay per image; print each label's share",
+                "tinyvit segment photo.jpg --model deeplabv3-mobilevit-xx-small.safetensors -o out/")
+    c.add_argument("images", nargs="+", help="image files or directories (walked for images)")
+    c.add_argument("--model", help="engine weights file or checkpoint directory (default: the demo digits segmenter)")
+    c.add_argument("-o", "--output", required=True, help="directory for <name>.labels.png and <name>.overlay.png")
+
+    c = command("info", run_info, "describe a weights file or checkpoint: family, task, size, labels",
+                "tinyvit info mobilevit-xx-small.safetensors")
+    c.add_argument("model", help="engine weights file or checkpoint directory")
+    return p
+
+
+def run_convert(args) -> None:
+    from .convert import convert
+
+    src = Path(args.src)
+    if not src.exists():
+        if not HUB_ID.fullmatch(args.src):
+            raise CliError(f"{src}: no such checkpoint directory")
+        src = _download(args.src)
+    out = convert(src, args.output)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+def _download(repo_id: str) -> Path:
+    """A Hub checkpoint's files through huggingface_hub (its cache, or the network unless HF_HUB_OFFLINE=1)."""
+    hint = "or convert a local checkpoint directory: tinyvit convert path/to/dir -o out.safetensors"
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise CliError(f"{repo_id} looks like a Hub id, but huggingface_hub is not installed "
+                       f"(pip install 'tinyvit-engine[hub]'); {hint}") from None
+    patterns = ["config.json", "preprocessor_config.json", "model.safetensors*", "pytorch_model.bin*"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as e:  # huggingface_hub raises many types for offline, missing and private repos
+        raise CliError(f"could not fetch {repo_id} from the Hub ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                       f"{hint}") from None
+
+
+def _load(path: str | None, command: str | None = None):
+    """The model at `path`, or for classify/segment without --model, the demo model that ships in weights/."""
+    from .model import load
+    from .weights import DEMO_CLASSIFIER, DEMO_SEGMENTER
+
+    if path is None:
+        demo = {"classify": DEMO_CLASSIFIER, "segment": DEMO_SEGMENTER}[command]
+        if not demo.is_file():
+            raise CliError(f"no --model given, and the demo model {demo.name} is not installed")
+        path = str(demo)
+    return load(path)
+
+
+def _images(paths: list[str]) -> list[Path]:
+    found = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        elif p.exists():
+            found.append(p)
+        else:
+            raise CliError(f"{p}: no such file or directory")
+    if not found:
+        raise CliError(f"no images found in {' '.join(paths)}")
+    return found
+
+
+def _batches(files: list[Path]):
+    """Batches of files, with a progress bar on stderr when there are many."""
+    show = len(files) > BATCH
+    for start in range(0, len(files), BATCH):
+        yield files[start : start + BATCH]
+        if show:
+            done = min(start + BATCH, len(files))
+            bar = "#" * (30 * done // len(files))
+            print(f"\r[{bar:<30}] {done}/{len(files)}", end="\n" if done == len(files) else "", file=sys.stderr)
+
+
+def run_classify(args) -> None:
+    model = _load(args.model, "classify")
+    for batch in _batches(_images(args.images)):
+        for path, top in zip(batch, model.classify([str(p) for p in batch], top_k=args.top_k)):
+            if args.json:
+                print(json.dumps({"image": str(path), "labels": top}))
+            else:
+                print(f"{path}: " + ", ".join(f"{t['label']} ({t['score']:.3f})" for t in top))
+
+
+def palette(n: int = 256) -> np.ndarray:
+    """Pascal VOC's colour map: class k's RGB from the bits of k, so neighbouring classes differ."""
+    colors = np.zeros((n, 3), np.uint8)
+    for k in range(n):
+        c, r, g, b = k, 0, 0, 0
+        for shift in range(7, -1, -1):
+            r |= (c & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        colors[k] = (r, g, b)
+    return colors
+
+
+def run_segment(args) -> None:
+    from PIL import Image
+
+    from .processor import load_image
+
+    model = _load(args.model, "segment")
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    colors = palette()
+    for batch in _batches(_images(args.images)):
+        for path, result in zip(batch, model.segment([str(p) for p in batch])):
+            label_map = result["label_map"]
+            labels = Image.fromarray(label_map.astype(np.uint8), mode="P")
+            labels.putpalette(colors.tobytes())
+            labels.save(out / f"{path.stem}.labels.png")
+            photo = np.asarray(load_image(str(path)), np.float32)
+            overlay = np.where(label_map[..., None] > 0, 0.4 * photo + 0.6 * colors[label_map], photo)
+            Image.fromarray(overlay.round().astype(np.uint8)).save(out / f"{path.stem}.overlay.png")
+            counts = np.bincount(label_map.ravel(), minlength=model.config.num_labels)
+            shares = ", ".join(f"{model.config.id2label[k]} {100 * c / label_map.size:.1f}%"
+                               for k, c in sorted(enumerate(counts), key=lambda kc: -kc[1]) if c)
+            print(f"{path}: {shares}")
+
+
+def run_info(args) -> None:
+    model = _load(args.model)
+    cfg = model.config
+    path = Path(args.model)
+    version = f"{weights_file.FORMAT} v{weights_file.VERSION}" if path.is_file() else "transformers checkpoint directory"
+    crop = (model.preprocessor_config or {}).get("crop_size", cfg.image_size)
+    labels = list(cfg.id2label.values())
+    print(f"model: {path}")
+    print(f"family: {cfg.model_type} ({cfg.architecture})")
+    print(f"task: {cfg.task}")
+    print(f"parameters: {sum(t.size for t in model.executor.params.values()):,} (BatchNorm folded into convs)")
+    print(f"input size: {crop}")
+    print(f"labels: {len(labels)}: {', '.join(labels[:10])}{', ...' if len(labels) > 10 else ''}")
+    print(f"format: {version}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Images in, MobileViT pixel_values out: resize (short side), rescale, center crop, RGB -> BGR.
+
+Mirrors transformers' `MobileViTImageProcessorPil` (the numpy/PIL backend) bit for bit: the same PIL resize, the
+same output-size arithmetic, float64 rescale then float32, the same floor/ceil crop and zero padding. No mean/std
+normalisation: MobileViT takes pixels in [0, 1], in BGR order. `load_image` does what transformers' `load_image`
+does for the pipelines (EXIF orientation, then `convert("RGB")`), with clear errors for bad files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import InputError, UnsupportedConfigError
+
+_RESAMPLE = {int(r): r.name for r in Image.Resampling}  # 0 NEAREST .. 5 HAMMING
+
+
+def load_image(image: Any) -> Image.Image:
+    """A path, a PIL image or a uint8 (H, W) / (H, W, 1|3|4) array -> an RGB PIL image, EXIF orientation applied.
+
+    A path to an animated image gives its first frame; a PIL image gives its current frame, as in transformers."""
+    if isinstance(image, np.ndarray):
+        return _from_array(image)
+    if isinstance(image, Image.Image):
+        return _to_rgb(image, "<PIL image>")
+    if not isinstance(image, (str, os.PathLike)):
+        raise TypeError(f"load_image takes a path, a PIL image or a numpy array, not {type(image).__name__}")
+    path = os.fspath(image)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such image file: {path}")
+    try:
+        # Image.open only reads the header; the pixels (and any truncation) come with load(), inside _to_rgb
+        with Image.open(path) as im:
+            return _to_rgb(im, path)
+    except Image.DecompressionBombError as e:
+        raise InputError(f"{path}: larger than Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS): {e}") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, EOFError) as e:
+        raise InputError(f"{path}: cannot read image: {e}") from e
+
+
+def _to_rgb(image: Image.Image, name: str, exif: bool = True) -> Image.Image:
+    """transformers' load_image: exif_transpose, then convert("RGB") (alpha dropped, palettes expanded)."""
+    try:
+        image.load()
+        return (ImageOps.exif_transpose(image) if exif else image).convert("RGB")
+    except (OSError, SyntaxError, EOFError, ValueError) as e:
+        raise InputError(f"{name}: cannot decode {image.mode} image: {e}") from e
+
+
+def _from_array(a: np.ndarray) -> Image.Image:
+    """A uint8 HW / HWC array as an RGB PIL image, through the same conversion as a decoded file."""
+    if a.dtype != np.uint8:
+        raise InputError(f"image array must be uint8 (H, W) or (H, W, C), got dtype {a.dtype}")
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 3, 4))) or 0 in a.shape:
+        raise InputError(f"image array must be (H, W) or (H, W, C) with C in 1, 3, 4, got shape {a.shape}")
+    return _to_rgb(Image.fromarray(np.ascontiguousarray(a[..., 0] if a.ndim == 3 and a.shape[2] == 1 else a)),
+                   "<array>")
+
+
+def _bad(key: str, want: str, got: Any) -> UnsupportedConfigError:
+    return UnsupportedConfigError(f"preprocessor config: {key} must be {want}, got {got!r}")
+
+
+def _positive_int(key: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        raise _bad(key, "a positive int", v)
+    return v
+
+
+def _size(key: str, v: Any, square: bool) -> int | tuple[int, int]:
+    """transformers' get_size_dict: an int is a square (crop) or a shortest edge (resize); a dict or [h, w] as is."""
+    want = "an int, [height, width], {'height', 'width'}" + ("" if square else " or {'shortest_edge'}")
+    if isinstance(v, int) and not isinstance(v, bool):
+        return (_positive_int(key, v),) * 2 if square else _positive_int(key, v)
+    if isinstance(v, (list, tuple)) and len(v) == 2:
+        return _positive_int(key, v[0]), _positive_int(key, v[1])
+    if isinstance(v, dict) and set(v) == {"height", "width"}:
+        return _positive_int(key, v["height"]), _positive_int(key, v["width"])
+    if isinstance(v, dict) and set(v) == {"shortest_edge"} and not square:
+        return _positive_int(key, v["shortest_edge"])
+    raise _bad(key, want, v)
+
+
+@dataclasses.dataclass(frozen=True)
+class MobileViTImageProcessor:
+    """MobileViTImageProcessorPil's preprocessing; defaults are that class's (note: BICUBIC, 224 -> 256)."""
+
+    do_resize: bool = True
+    size: int | tuple[int, int] = 224  # an int is the shortest edge; a tuple is an exact (height, width)
+    resample: int = int(Image.Resampling.BICUBIC)
+    do_rescale: bool = True
+    rescale_factor: float = 1 / 255
+    do_center_crop: bool = True
+    crop_size: tuple[int, int] = (256, 256)
+    do_flip_channel_order: bool = True
+
+    def __post_init__(self) -> None:
+        # sizes in any form transformers reads are normalised here, so the constructor takes them too
+        object.__setattr__(self, "size", _size("size", self.size, square=False))
+        object.__setattr__(self, "crop_size", _size("crop_size", self.crop_size, square=True))
+        for key in ("do_resize", "do_rescale", "do_center_crop", "do_flip_channel_order"):
+            if not isinstance(getattr(self, key), bool):
+                raise _bad(key, "true or false", getattr(self, key))
+        if isinstance(self.resample, bool) or self.resample not in _RESAMPLE:
+            raise _bad("resample", f"a PIL resample filter {_RESAMPLE}", self.resample)
+        r = self.rescale_factor
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not np.isfinite(r) or r <= 0:
+            raise _bad("rescale_factor", "a positive number", r)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MobileViTImageProcessor:
+        """From a preprocessor_config.json dict, legacy keys (int size, do_flip_channels) included."""
+        d = {k: v for k, v in d.items() if v is not None}  # null: the default (transformers fails at call time)
+        kw: dict[str, Any] = {k: d[k] for k in ("do_resize", "size", "resample", "do_rescale", "rescale_factor",
+                                                 "do_center_crop", "crop_size", "do_flip_channel_order") if k in d}
+        # the old feature-extractor name of the flip flag (transformers 5 ignores it; it is true on the Hub)
+        if "do_flip_channel_order" not in d and "do_flip_channels" in d:
+            kw["do_flip_channel_order"] = d["do_flip_channels"]
+        # an int size is the shortest edge, unless the config asks for a square (transformers' default_to_square)
+        if isinstance(d.get("size"), int) and d.get("default_to_square") is True:
+            kw["size"] = _size("size", d["size"], square=True)
+        return cls(**kw)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> MobileViTImageProcessor:
+        """From a checkpoint directory holding preprocessor_config.json, or from that json file itself."""
+        path = Path(path)
+        file = path / "preprocessor_config.json" if path.is_dir() else path
+        try:
+            d = json.loads(file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise UnsupportedConfigError(f"{file}: not a JSON preprocessor config: {e}") from e
+        if not isinstance(d, dict):
+            raise UnsupportedConfigError(f"{file}: a preprocessor config is a JSON object, got {type(d).__name__}")
+        return cls.from_dict(d)
+
+    def to_dict(self) -> dict:
+        """A preprocessor_config.json dict that both this class and transformers read back to the same processor."""
+        d = dataclasses.asdict(self)
+        d["size"] = ({"shortest_edge": self.size} if isinstance(self.size, int)
+                     else {"height": self.size[0], "width": self.size[1]})
+        d["crop_size"] = {"height": self.crop_size[0], "width": self.crop_size[1]}
+        return {**d, "image_processor_type": "MobileViTImageProcessor"}
+
+    def __call__(self, images: Any) -> np.ndarray:
+        """One image or a list (PIL, path or uint8 array) -> pixel_values (B, 3, H, W) float32.
+
+        A PIL image is taken as given, as transformers' processor takes it (no EXIF rotation), only converted to
+        RGB; paths and arrays go through load_image."""
+        images = list(images) if isinstance(images, (list, tuple)) else [images]
+        if not images:
+            raise InputError("no images given")
+        out = [self._one(_to_rgb(im, "<PIL image>", exif=False) if isinstance(im, Image.Image) else load_image(im))
+               for im in images]
+        if len({x.shape for x in out}) > 1:
+            raise InputError(f"images differ in size after preprocessing ({sorted({x.shape for x in out})}); "
+                             "enable do_center_crop or pass them one at a time")
+        return np.ascontiguousarray(np.stack(out), dtype=np.float32)  # the flip left negative strides
+
+    def _one(self, image: Image.Image) -> np.ndarray:
+        """One RGB image -> (3, H, W), in transformers' order: resize, rescale, center crop, flip."""
+        if self.do_resize:
+            height, width = self._output_size(image.height, image.width)
+            # a thin strip resized to the short side would be huge (1 x 2000 -> 288 x 576000): refuse it as a bomb
+            if Image.MAX_IMAGE_PIXELS and height * width > Image.MAX_IMAGE_PIXELS:
+                raise InputError(f"a {image.width}x{image.height} image would be resized to {width}x{height}, more "
+                                 f"than Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS); crop it first")
+            image = image.resize((width, height), resample=self.resample)
+        x = np.asarray(image).transpose(2, 0, 1)  # (3, H, W) uint8
+        if self.do_rescale:
+            # upcast first, scale in float64, round once to float32
+            x = (x.astype(np.float64) * self.rescale_factor).astype(np.float32)
+        if self.do_center_crop:
+            x = _center_crop(x, *self.crop_size)
+        return x[::-1] if self.do_flip_channel_order else x
+
+    def _output_size(self, height: int, width: int) -> tuple[int, int]:
+        """transformers' get_resize_output_image_size: short side -> S, long side truncated to int(S * long / short)."""
+        if isinstance(self.size, tuple):
+            return self.size
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = self.size, int(self.size * long / short)
+        return (new_long, new_short) if width <= height else (new_short, new_long)
+
+
+def _center_crop(x: np.ndarray, crop_height: int, crop_width: int) -> np.ndarray:
+    """transformers' center_crop on (C, H, W): floor offsets; a too-small image is first zero-padded (ceil top/left)."""
+    _, height, width = x.shape
+    top, left = (height - crop_height) // 2, (width - crop_width) // 2
+    if top >= 0 and left >= 0:
+        return x[:, top:top + crop_height, left:left + crop_width]
+    # paste the image into a zero canvas at least as large as the crop, then crop that
+    new_height, new_width = max(crop_height, height), max(crop_width, width)
+    pad_top, pad_left = -(-(new_height - height) // 2), -(-(new_width - width) // 2)
+    canvas = np.zeros((x.shape[0], new_height, new_width), dtype=x.dtype)
+    canvas[:, pad_top:pad_top + height, pad_left:pad_left + width] = x
+    top, left = top + pad_top, left + pad_left
+    return canvas[:, top:top + crop_height, left:left + crop_width]

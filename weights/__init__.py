@@ -1,0 +1,8 @@
+"""The weights that ship with tinyvit-engine, installed as tinyvit_engine.weights (README.md here says how each
+file was made; train_demo.py makes them)."""
+
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEMO_CLASSIFIER = HERE / "mobilevit-digits.safetensors"
+DEMO_SEGMENTER = HERE / "deeplabv3-mobilevit-digits.safetensors"
