@@ -4,7 +4,8 @@
     relu(x) = max(x, 0)
     gelu(x) = x * Phi(x)          (exact, erf-based: transformers' "gelu")
 
-Activations are passed to kernels as small integer codes, so that one compiled kernel serves them all.
+Activations are passed to kernels as small integer codes, so that one compiled kernel serves them all. SiLU uses the
+vectorisable exp of _exp.py, so an epilogue loop with it still compiles to SIMD code.
 """
 
 import math
@@ -14,6 +15,7 @@ import numpy as np
 from ._checks import KernelArgumentError
 from numba import prange
 
+from ._exp import exp
 from ._jit import inline, parallel_kernel
 
 NONE, SILU, RELU, GELU = 0, 1, 2, 3
@@ -43,7 +45,7 @@ def activation_reference(x: np.ndarray, act: int) -> np.ndarray:
 def apply(v, act):
     """One scalar through the activation `act` (inlined into every kernel epilogue)."""
     if act == SILU:
-        return v / (1.0 + math.exp(-v))
+        return v / (np.float32(1.0) + exp(-v))
     if act == RELU:
         return max(v, 0.0)
     if act == GELU:

@@ -5,8 +5,10 @@
 
 The input is the fused projection (T, N, 3C): queries, then keys, then values, heads contiguous inside each, which is
 what one linear layer with the three weight matrices side by side produces. The fast version gives each task one
-(sequence, head) pair and one query row at a time: a row of N scores, its softmax, and the weighted sum of values, so
-memory stays O(N) however many patches there are.
+(sequence, head) pair. It first copies the head's keys transposed (D, N) and its values (N, D), so that the scores
+of a query are AXPYs over contiguous keys and its output AXPYs over contiguous values; then it takes a block of query
+rows at a time (their scores, softmax with a vectorised exp, and weighted sums of values), so memory stays O(N) per
+task however many patches there are.
 """
 
 import math
@@ -15,7 +17,10 @@ import numpy as np
 from numba import prange
 
 from ._checks import KernelArgumentError, f32
+from ._exp import exp
 from ._jit import parallel_kernel
+
+QUERIES = 8  # query rows per block: each key and value row loaded from cache serves this many
 
 
 # qkv (T, N, 3C) -> (T, N, C)
@@ -35,36 +40,48 @@ def _attention(qkv, heads, out):
     T, N, C3 = qkv.shape
     C = C3 // 3
     D = C // heads
-    scale = 1.0 / math.sqrt(D)
+    scale = np.float32(1.0 / math.sqrt(D))
     for task in prange(T * heads):
         t, h = task // heads, task % heads
         q0, k0, v0 = h * D, C + h * D, 2 * C + h * D
-        scores = np.empty(N, np.float32)
-        acc = np.empty(D, np.float32)
-        for i in range(N):
-            # scores of query i against every key, and their max for a stable softmax
-            top = -np.inf
-            for j in range(N):
-                s = np.float32(0.0)
-                for d in range(D):
-                    s += qkv[t, i, q0 + d] * qkv[t, j, k0 + d]
-                s *= scale
-                scores[j] = s
-                top = max(top, s)
-            total = 0.0
-            for j in range(N):
-                e = math.exp(scores[j] - top)
-                scores[j] = e
-                total += e
-            # probability-weighted sum of the values
+        # this head's keys transposed (D, N) and values (N, D), contiguous, so both products vectorise
+        kt = np.empty((D, N), np.float32)
+        v = np.empty((N, D), np.float32)
+        for j in range(N):
+            for d in range(D):
+                kt[d, j] = qkv[t, j, k0 + d]
+                v[j, d] = qkv[t, j, v0 + d]
+        scores = np.empty((QUERIES, N), np.float32)
+        acc = np.empty((QUERIES, D), np.float32)
+        for i0 in range(0, N, QUERIES):
+            rows = min(QUERIES, N - i0)
+            # scores of a block of queries against every key: AXPYs over contiguous keys, each key row
+            # loaded once for the whole block (a small GEMM: (rows, D) x (D, N))
+            scores[:] = 0.0
+            for d in range(D):
+                for r in range(rows):
+                    qd = qkv[t, i0 + r, q0 + d] * scale
+                    for j in range(N):
+                        scores[r, j] += qd * kt[d, j]
+            # softmax of each row, with the vectorised exp
+            for r in range(rows):
+                top = scores[r].max()
+                total = np.float32(0.0)
+                for j in range(N):
+                    e = exp(scores[r, j] - top)
+                    scores[r, j] = e
+                    total += e
+                scores[r] *= np.float32(1.0) / total
+            # probability-weighted sums of the values: (rows, N) x (N, D)
             acc[:] = 0.0
             for j in range(N):
-                p = scores[j]
+                for r in range(rows):
+                    p = scores[r, j]
+                    for d in range(D):
+                        acc[r, d] += p * v[j, d]
+            for r in range(rows):
                 for d in range(D):
-                    acc[d] += p * qkv[t, j, v0 + d]
-            inv = 1.0 / total
-            for d in range(D):
-                out[t, i, h * D + d] = acc[d] * inv
+                    out[t, i0 + r, q0 + d] = acc[r, d]
 
 
 def attention(qkv, heads):

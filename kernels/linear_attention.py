@@ -10,12 +10,11 @@ The fast version gives each task one sequence: a max and an exp-sum over the que
 context vector, one pass writing the output, all contiguous over channels.
 """
 
-import math
-
 import numpy as np
 from numba import prange
 
 from ._checks import KernelArgumentError, f32
+from ._exp import exp
 from ._jit import parallel_kernel
 
 
@@ -40,7 +39,7 @@ def _linear_attention(qkv, out):
         total = 0.0
         context = np.zeros(C, np.float32)
         for j in range(N):
-            e = math.exp(qkv[t, j, 0] - top)
+            e = exp(qkv[t, j, 0] - top)
             total += e
             for c in range(C):
                 context[c] += e * qkv[t, j, 1 + c]
