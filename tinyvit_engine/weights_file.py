@@ -110,7 +110,7 @@ def parse(data: bytes, where: str) -> tuple[dict[str, str], dict[str, Entry]]:
     for name, info in header.items():
         info = info if isinstance(info, dict) else {}
         dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-        if dtype not in ITEMSIZE:
+        if not isinstance(dtype, str) or dtype not in ITEMSIZE:
             raise bad(f"tensor {name}: dtype {dtype!r:.40} is not a safetensors dtype this reader knows")
         if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise bad(f"tensor {name}: shape {shape!r:.80} is not a list of sizes")
@@ -120,8 +120,8 @@ def parse(data: bytes, where: str) -> tuple[dict[str, str], dict[str, Entry]]:
         begin, end = offsets
         if end > size:
             raise bad(f"tensor {name}: data_offsets [{begin}, {end}] run past the {size} bytes of data: truncated?")
-        if end - begin != math.prod(shape) * ITEMSIZE[dtype]:
-            raise bad(f"tensor {name}: {end - begin} bytes hold no {dtype} tensor of shape {tuple(shape)}")
+        if end - begin != _nbytes(shape, ITEMSIZE[dtype], size):
+            raise bad(f"tensor {name}: {end - begin} bytes hold no {dtype} tensor of shape {tuple(shape)!s:.100}")
         entries[name] = (dtype, tuple(shape), 8 + n + begin)
         spans.append((begin, end, name))
     # and the tensors must tile the data exactly: no gaps, no overlaps, nothing after
@@ -133,6 +133,18 @@ def parse(data: bytes, where: str) -> tuple[dict[str, str], dict[str, Entry]]:
     if position != size:
         raise bad(f"the tensors take {position} bytes, but {size} bytes of data follow the header")
     return metadata, entries
+
+
+def _nbytes(shape: list[int], itemsize: int, cap: int) -> int:
+    """The byte size of a tensor, or cap + 1 as soon as it exceeds cap (a header may list many huge dimensions)."""
+    if 0 in shape:
+        return 0
+    n = itemsize
+    for d in shape:
+        n *= d
+        if n > cap:
+            return cap + 1
+    return n
 
 
 def tensors(data: bytes, entries: dict[str, Entry], where: str) -> dict[str, np.ndarray]:

@@ -1,0 +1,339 @@
+"""The benchmark: the engine against transformers on PyTorch (eager, inference mode) and ONNX Runtime (an ONNX export
+of the same transformers model), on the same checkpoint, in one run.
+
+    python -m tinyvit_engine.bench                       # every model, batch 1 and 8, 1 and 2 threads
+    python -m tinyvit_engine.bench --quick               # one model, few iterations (what CI runs)
+    python -m tinyvit_engine.bench --markdown bench.md   # also write the table as markdown
+    python -m tinyvit_engine.bench --profile mobilevit-xx-small   # per-node time of the engine
+
+How it measures. Each contender runs in its own worker process (so one library's spinning thread pool cannot steal
+the cores another is timed on), with its thread count set alike: NUMBA_NUM_THREADS / OMP_NUM_THREADS /
+OPENBLAS_NUM_THREADS / MKL_NUM_THREADS in the worker's environment, plus torch.set_num_threads and ONNX Runtime's
+intra_op_num_threads. The workers first compute one output each, which is validated against PyTorch; then, after
+warm-up, they are timed in interleaved rounds (engine, torch, ORT, engine, ...), so a busy moment of the machine
+hits all three alike. Reported: median and the 10-90% spread of single-inference wall times, and the ratios.
+Weights are real-scale random weights (tinyvit_engine.reference), never transformers' default init, whose tiny
+activations turn fp32 arithmetic into denormal arithmetic. Cold start and peak RSS run fresh `python` processes.
+
+Needs the bench extra: torch, transformers, onnx and onnxruntime (pip install -e ".[bench]").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CONTENDERS = ("engine", "torch", "ort")
+
+
+@dataclass(frozen=True)
+class Spec:
+    family: str  # "v1" or "v2"
+    arch: str  # the reference model's config name (v1) or width (v2)
+    task: str
+    size: int
+    extra: tuple = ()
+
+
+MODELS = {
+    "mobilevit-xx-small": Spec("v1", "xx-small", "classification", 256),
+    "mobilevit-x-small": Spec("v1", "x-small", "classification", 256),
+    "mobilevit-small": Spec("v1", "small", "classification", 256),
+    "mobilevitv2-0.5": Spec("v2", "0.5", "classification", 256),
+    "mobilevitv2-1.0": Spec("v2", "1.0", "classification", 256),
+    "deeplabv3-mobilevit-xx-small": Spec("v1", "xx-small", "segmentation", 512, (("output_stride", 16),)),
+    "deeplabv3-mobilevitv2-1.0": Spec("v2", "1.0", "segmentation", 512,
+                                      (("output_stride", 16), ("aspp_out_channels", 512))),
+}
+
+
+# ------------------------------------------------------------------------------------------------- model files
+def prepare(name: str, batch: int, workdir: Path) -> dict[str, str]:
+    """Checkpoint directory, engine file and ONNX export of one model (made once, reused across runs)."""
+    spec = MODELS[name]
+    root = workdir / name
+    paths = {"checkpoint": str(root / "hf"), "engine": str(root / "engine.safetensors"),
+             "onnx": str(root / f"model-b{batch}.onnx")}
+    if not Path(paths["engine"]).exists() or not Path(paths["onnx"]).exists():
+        import torch
+
+        from . import convert
+        from .reference import save_checkpoint, v1_model, v2_model
+
+        labels = 21 if spec.task == "segmentation" else 1000
+        make = v1_model if spec.family == "v1" else v2_model
+        arch = spec.arch if spec.family == "v1" else float(spec.arch)
+        model = make(arch, seed=0, num_labels=labels, task=spec.task, **dict(spec.extra))
+        if not Path(paths["engine"]).exists():
+            save_checkpoint(model, Path(paths["checkpoint"]))
+            convert(paths["checkpoint"], paths["engine"])
+        x = torch.rand(batch, 3, spec.size, spec.size)
+        torch.onnx.export(model, (x,), paths["onnx"], input_names=["pixel_values"], output_names=["logits"],
+                          dynamo=False, opset_version=17)
+    return paths
+
+
+def pixels(name: str, batch: int) -> np.ndarray:
+    size = MODELS[name].size
+    return np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------------------------------ workers
+def worker(kind: str) -> None:
+    """A timing worker: reads JSON commands on stdin, answers one JSON line each."""
+    threads = int(os.environ["TINYVIT_BENCH_THREADS"])
+    run = None
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd["cmd"] == "load":
+            x = pixels(cmd["model"], cmd["batch"])
+            run = _runner(kind, cmd["paths"], x, threads)
+            np.save(cmd["output"], run())
+            reply = {"ok": True}
+        elif cmd["cmd"] == "time":
+            times = []
+            for _ in range(cmd["n"]):
+                start = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - start)
+            reply = {"times": times}
+        else:
+            return
+        print(json.dumps(reply), flush=True)
+
+
+def _runner(kind: str, paths: dict[str, str], x: np.ndarray, threads: int):
+    if kind == "engine":
+        from . import load
+
+        model = load(paths["engine"])
+        return lambda: model(x).logits
+    if kind == "torch":
+        import torch
+        import transformers
+
+        torch.set_num_threads(threads)
+        config = transformers.AutoConfig.from_pretrained(paths["checkpoint"])
+        cls = getattr(transformers, config.architectures[0])
+        model = cls.from_pretrained(paths["checkpoint"]).eval()
+        xt = torch.from_numpy(x)
+
+        def run():
+            with torch.inference_mode():
+                return model(xt).logits.numpy()
+
+        return run
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(paths["onnx"], options, providers=["CPUExecutionProvider"])
+    return lambda: session.run(None, {"pixel_values": x})[0]
+
+
+class Worker:
+    def __init__(self, kind: str, threads: int) -> None:
+        env = {**os.environ, "TINYVIT_BENCH_THREADS": str(threads)}
+        for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = str(threads)
+        self.proc = subprocess.Popen([sys.executable, "-m", "tinyvit_engine.bench", "--worker", kind], env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ask(self, **cmd) -> dict:
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"a benchmark worker died on {cmd['cmd']}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+# --------------------------------------------------------------------------------------------------- measuring
+def measure(name: str, batch: int, threads: int, workdir: Path, warmup: int, rounds: int, per_round: int,
+            contenders: tuple[str, ...]) -> dict:
+    """Validate, then time every contender in interleaved rounds."""
+    paths = prepare(name, batch, workdir)
+    workers = {k: Worker(k, threads) for k in contenders}
+    try:
+        outputs = {}
+        for k, w in workers.items():
+            out = workdir / f"out-{k}.npy"
+            w.ask(cmd="load", model=name, batch=batch, paths=paths, output=str(out))
+            outputs[k] = np.load(out)
+        ref = outputs["torch"]
+        errors = {k: float(np.abs(v - ref).max() / np.abs(ref).max()) for k, v in outputs.items() if k != "torch"}
+        for k, err in errors.items():
+            if not err < 2e-4:
+                raise RuntimeError(f"{name}: {k} differs from PyTorch (max relative error {err:.2e}); not timing")
+        for w in workers.values():
+            w.ask(cmd="time", n=warmup)
+        times = {k: [] for k in workers}
+        for _ in range(rounds):
+            for k, w in workers.items():
+                times[k] += w.ask(cmd="time", n=per_round)["times"]
+    finally:
+        for w in workers.values():
+            w.close()
+    result = {"model": name, "batch": batch, "threads": threads, "errors": errors}
+    for k, ts in times.items():
+        q = np.quantile(ts, [0.1, 0.5, 0.9]) * 1e3
+        result[k] = {"median": float(q[1]), "p10": float(q[0]), "p90": float(q[2])}
+    return result
+
+
+def cold_start(engine_file: str, image: str) -> dict:
+    """import + load + first classification in a fresh process: with an empty Numba cache, then a warm one."""
+    code = ("import tinyvit_engine as tve; m = tve.load({!r}); m.classify({!r})").format(engine_file, image)
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        result = {}
+        for key in ("empty_cache_s", "warm_cache_s"):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], env=env, check=True)
+            result[key] = time.perf_counter() - start
+    return result
+
+
+def peak_rss(engine_file: str, image: str) -> float:
+    """Peak resident memory (MB) of `tinyvit classify` on one image, in a process that runs nothing else."""
+    tinyvit = str(Path(sys.executable).with_name("tinyvit"))
+    code = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", code, tinyvit, "classify", image, "--model", engine_file],
+                         capture_output=True, text=True, check=True)
+    return int(out.stdout.strip()) / 1024
+
+
+def profile(name: str, workdir: Path, batch: int, runs: int = 20) -> None:
+    """Per-node engine time for one model, grouped by op, and the slowest nodes."""
+    from . import load
+
+    model = load(prepare(name, batch, workdir)["engine"])
+    x = pixels(name, batch)
+    for _ in range(3):
+        model(x)
+    timings: dict[str, float] = {}
+    for _ in range(runs):
+        model(x, timings=timings)
+    nodes = {n.name: n for n in model.graph.nodes}
+    by_op: dict[str, float] = {}
+    for node_name, t in timings.items():
+        node = nodes[node_name]
+        kind = node.op
+        if node.op == "conv":
+            a = node.attrs
+            kind = "depthwise conv" if a.depthwise else "pointwise conv" if a.kernel == 1 else f"conv {a.kernel}x{a.kernel}"
+        by_op[kind] = by_op.get(kind, 0.0) + t / runs
+    total = sum(by_op.values())
+    print(f"{name}, batch {batch}: {total * 1e3:.2f} ms in {len(nodes)} nodes")
+    for kind, t in sorted(by_op.items(), key=lambda kv: -kv[1]):
+        print(f"  {kind:<20} {t * 1e3:8.2f} ms {100 * t / total:5.1f}%")
+    print("slowest nodes:")
+    for node_name, t in sorted(timings.items(), key=lambda kv: -kv[1])[:15]:
+        print(f"  {node_name:<60} {t / runs * 1e3:8.3f} ms")
+
+
+# ------------------------------------------------------------------------------------------------------ report
+def machine() -> str:
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    versions = []
+    for mod in ("numpy", "numba", "torch", "transformers", "onnxruntime"):
+        try:
+            versions.append(f"{mod} {__import__(mod).__version__}")
+        except ImportError:
+            versions.append(f"{mod} missing")
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}; " + ", ".join(versions)
+
+
+def table(results: list[dict]) -> str:
+    head = ("| model | batch | threads | engine ms | PyTorch ms | ORT ms | engine/PyTorch | engine/ORT |\n"
+            "|---|---|---|---|---|---|---|---|")
+    rows = []
+    for r in results:
+        e = r["engine"]["median"]
+        cell = {k: f"{r[k]['median']:.1f} ({r[k]['p10']:.1f}-{r[k]['p90']:.1f})" if k in r else "-" for k in CONTENDERS}
+        ratio = {k: f"{e / r[k]['median']:.2f}" if k in r else "-" for k in ("torch", "ort")}
+        rows.append(f"| {r['model']} | {r['batch']} | {r['threads']} | {cell['engine']} | {cell['torch']} | "
+                    f"{cell['ort']} | {ratio['torch']} | {ratio['ort']} |")
+    return "\n".join([head, *rows])
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m tinyvit_engine.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--batch", nargs="+", type=int, default=[1, 8])
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--per-round", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--quick", action="store_true", help="xx-small, batch 1, 2 threads, few iterations")
+    p.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
+    p.add_argument("--markdown", help="also write the results table to this file")
+    p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "tinyvit-bench"))
+    p.add_argument("--profile", metavar="MODEL", choices=list(MODELS), help="per-node engine time of one model")
+    p.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        return worker(args.worker)
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if args.profile:
+        return profile(args.profile, workdir, args.batch[0])
+    if args.quick:
+        args.models, args.batch, args.threads = ["mobilevit-xx-small"], [1], [2]
+        args.rounds, args.per_round, args.warmup = 2, 3, 2
+    contenders = ("engine", "torch") if args.no_ort else CONTENDERS
+    print(machine(), flush=True)
+    results = []
+    for name in args.models:
+        for batch in args.batch:
+            for threads in args.threads:
+                r = measure(name, batch, threads, workdir, args.warmup, args.rounds, args.per_round, contenders)
+                results.append(r)
+                print(table([r]).splitlines()[-1], flush=True)
+    engine_file = prepare("mobilevit-xx-small", 1, workdir)["engine"]
+    image = str(workdir / "photo.png")
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(image)
+    cold = cold_start(engine_file, image)
+    rss = peak_rss(engine_file, image)
+    report = "\n".join([
+        f"Machine: {machine()}",
+        "Threads: NUMBA/OMP/OPENBLAS/MKL_NUM_THREADS, torch.set_num_threads and ORT intra_op_num_threads, per worker.",
+        f"Median (10-90% spread) of single-inference wall times over {args.rounds * args.per_round} runs per "
+        f"contender after {args.warmup} warm-up runs, interleaved in {args.rounds} rounds.",
+        "",
+        table(results),
+        "",
+        f"Cold start of mobilevit-xx-small (fresh process: import + load + first classify of a 640x480 image): "
+        f"{cold['empty_cache_s']:.2f} s with an empty Numba cache, {cold['warm_cache_s']:.2f} s with a warm one.",
+        f"Peak RSS of `tinyvit classify` on mobilevit-xx-small: {rss:.0f} MB.",
+    ])
+    print()
+    print(report)
+    if args.markdown:
+        Path(args.markdown).write_text(report + "\n")
+
+
+if __name__ == "__main__":
+    main()
