@@ -2,15 +2,18 @@
 
     out[b, y, x, o] = act(bias[o] + sum_{ky, kx, c} x[b, y*s + ky*d - p, x*s + kx*d - p, c] * w[ky, kx, c, o])
 
-The fast version gives one output row to each task (prange over B * Ho) and keeps the Cout accumulator of a pixel
-contiguous, so the innermost loop is an AXPY over output channels that vectorises. Taps that would read the padding
-are clipped away instead of tested, so a dilated conv on a small map costs only the taps that land inside it.
+The fast version gives one output row to each task (prange over B * Ho). Undilated convs gather the row's patches
+into a (Wo, kh * kw * Cin) matrix (im2col, one row at a time so it stays in cache) and run the block product the
+linear kernel uses. Dilated convs (the ASPP branches, whose rates can exceed the map) accumulate tap by tap instead,
+with the taps that would read the padding clipped away rather than tested, so they cost only the taps that land
+inside the map.
 """
 
 import numpy as np
 from numba import prange
 
 from ._checks import conv_out_size, f32, same
+from ._gemm import ROWS, block_product
 from ._jit import parallel_kernel
 from ._window import tap_range
 from .activation import activation_reference, apply
@@ -44,11 +47,11 @@ def _conv2d(x, w, bias, stride, padding, dilation, act, out):
         b, oy = row // ho, row % ho
         iy0 = oy * stride - padding
         ky_lo, ky_hi = tap_range(iy0, H, kh, dilation)
+        acc = out[b, oy]
+        acc[:, :] = bias
         for ox in range(wo):
             ix0 = ox * stride - padding
             kx_lo, kx_hi = tap_range(ix0, W, kw, dilation)
-            acc = out[b, oy, ox]
-            acc[:] = bias
             # accumulate every tap that lands inside the input
             for ky in range(ky_lo, ky_hi):
                 iy = iy0 + ky * dilation
@@ -57,9 +60,39 @@ def _conv2d(x, w, bias, stride, padding, dilation, act, out):
                     for c in range(cin):
                         v = x[b, iy, ix, c]
                         for o in range(cout):
-                            acc[o] += v * w[ky, kx, c, o]
+                            acc[ox, o] += v * w[ky, kx, c, o]
             for o in range(cout):
-                acc[o] = apply(acc[o], act)
+                acc[ox, o] = apply(acc[ox, o], act)
+
+
+@parallel_kernel
+def _conv2d_im2col(x, w2d, bias, kh, kw, stride, padding, act, out):
+    # undilated convs: gather each output row's patches (zeros where they overhang the border) into a
+    # (Wo, kh * kw * Cin) matrix, then one block product with the (kh * kw * Cin, Cout) weight
+    B, H, W, cin = x.shape
+    _, ho, wo, cout = out.shape
+    K = kh * kw * cin
+    for row in prange(B * ho):
+        b, oy = row // ho, row % ho
+        cols = np.zeros((wo, K), np.float32)
+        for ox in range(wo):
+            for ky in range(kh):
+                iy = oy * stride - padding + ky
+                if iy < 0 or iy >= H:
+                    continue
+                for kx in range(kw):
+                    ix = ox * stride - padding + kx
+                    if 0 <= ix < W:
+                        base = (ky * kw + kx) * cin
+                        for c in range(cin):
+                            cols[ox, base + c] = x[b, iy, ix, c]
+        acc = out[b, oy]
+        for m0 in range(0, wo, ROWS):
+            m1 = min(m0 + ROWS, wo)
+            block_product(cols, w2d, bias, acc, m0, m1)
+            for m in range(m0, m1):
+                for o in range(cout):
+                    acc[m, o] = apply(acc[m, o], act)
 
 
 def conv2d(x, w, bias, stride=1, padding=0, dilation=1, act=0):
@@ -73,5 +106,8 @@ def conv2d(x, w, bias, stride=1, padding=0, dilation=1, act=0):
     bias = np.zeros(cout, np.float32) if bias is None else f32("conv2d bias", bias, 1)
     same("conv2d bias", bias.shape[0], cout, "length")
     out = np.empty((B, ho, wo, cout), np.float32)
-    _conv2d(x, w, bias, stride, padding, dilation, act, out)
+    if dilation == 1:
+        _conv2d_im2col(x, w.reshape(kh * kw * cin, cout), bias, kh, kw, stride, padding, act, out)
+    else:
+        _conv2d(x, w, bias, stride, padding, dilation, act, out)
     return out

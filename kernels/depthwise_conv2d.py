@@ -2,8 +2,9 @@
 
     out[b, y, x, c] = act(bias[c] + sum_{ky, kx} x[b, y*s + ky*d - p, x*s + kx*d - p, c] * w[ky, kx, c])
 
-The fast version runs one output row per task; the innermost loop runs over channels, which are contiguous in both
-the input and the filter, so it vectorises. Taps that only read padding are clipped away (see _window.py).
+The fast version runs one output row per task and applies the filter tap by tap to the whole row: for each tap the
+output pixels it reaches are one run, computed once, and the innermost loop runs over channels, contiguous in the
+input, the filter and the output, so it vectorises. Taps that only read padding are clipped away, never tested.
 """
 
 import numpy as np
@@ -41,19 +42,24 @@ def _depthwise_conv2d(x, w, bias, stride, padding, dilation, act, out):
         b, oy = row // ho, row % ho
         iy0 = oy * stride - padding
         ky_lo, ky_hi = tap_range(iy0, H, kh, dilation)
-        for ox in range(wo):
-            ix0 = ox * stride - padding
-            kx_lo, kx_hi = tap_range(ix0, W, kw, dilation)
-            acc = out[b, oy, ox]
-            acc[:] = bias
-            for ky in range(ky_lo, ky_hi):
-                iy = iy0 + ky * dilation
-                for kx in range(kx_lo, kx_hi):
-                    ix = ix0 + kx * dilation
+        acc = out[b, oy]
+        acc[:, :] = bias
+        # tap by tap over the whole output row: the output pixels a tap reaches form one contiguous run
+        for ky in range(ky_lo, ky_hi):
+            xrow = x[b, iy0 + ky * dilation]
+            for kx in range(kw):
+                shift = kx * dilation - padding
+                # output pixels ox with 0 <= ox * stride + shift < W
+                lo = 0 if shift >= 0 else (-shift + stride - 1) // stride
+                hi = min(wo, (W - 1 - shift) // stride + 1) if shift < W else 0
+                wt = w[ky, kx]
+                for ox in range(lo, hi):
+                    ix = ox * stride + shift
                     for c in range(C):
-                        acc[c] += x[b, iy, ix, c] * w[ky, kx, c]
+                        acc[ox, c] += xrow[ix, c] * wt[c]
+        for ox in range(wo):
             for c in range(C):
-                acc[c] = apply(acc[c], act)
+                acc[ox, c] = apply(acc[ox, c], act)
 
 
 def depthwise_conv2d(x, w, bias, stride=1, padding=0, dilation=1, act=0):

@@ -3,18 +3,18 @@ epilogue: bias, activation, then an optional residual add.
 
     out[m, n] = act(bias[n] + sum_k x[m, k] * w[k, n]) + residual[m, n]
 
-The weight is stored (in, out), so the innermost loop is an AXPY over contiguous output features. The fast version
-computes four rows per task, so each weight row loaded from cache feeds four accumulators.
+The weight is stored (in, out). The fast version runs blocks of four rows per task through the shared block product
+(_gemm.py: each weight row loaded feeds four accumulators), then the epilogue on the same rows while they are hot.
 """
 
 import numpy as np
 from numba import prange
 
 from ._checks import f32, same
+from ._gemm import ROWS, block_product
 from ._jit import parallel_kernel
 from .activation import activation_reference, apply
 
-ROWS = 4  # rows of x per task: each weight row read feeds this many accumulators
 
 
 # x (M, K), w (K, N), bias (N,) or None, residual (M, N) or None -> (M, N)
@@ -28,34 +28,12 @@ def linear_reference(x, w, bias=None, act=0, residual=None):
 
 @parallel_kernel
 def _linear(x, w, bias, act, residual, out):
-    M, K = x.shape
-    N = w.shape[1]
+    M, N = out.shape
     add_residual = residual.shape[0] == M
     for block in prange((M + ROWS - 1) // ROWS):
         m0 = block * ROWS
         m1 = min(m0 + ROWS, M)
-        for m in range(m0, m1):
-            out[m, :] = bias
-        if m1 - m0 == ROWS:
-            # the common case: four rows share every weight row
-            o0, o1, o2, o3 = out[m0], out[m0 + 1], out[m0 + 2], out[m0 + 3]
-            for k in range(K):
-                a0, a1, a2, a3 = x[m0, k], x[m0 + 1, k], x[m0 + 2, k], x[m0 + 3, k]
-                wk = w[k]
-                for n in range(N):
-                    wv = wk[n]
-                    o0[n] += a0 * wv
-                    o1[n] += a1 * wv
-                    o2[n] += a2 * wv
-                    o3[n] += a3 * wv
-        else:
-            for m in range(m0, m1):
-                om = out[m]
-                for k in range(K):
-                    a = x[m, k]
-                    wk = w[k]
-                    for n in range(N):
-                        om[n] += a * wk[n]
+        block_product(x, w, bias, out, m0, m1)
         # epilogue: activation, then the residual
         for m in range(m0, m1):
             for n in range(N):

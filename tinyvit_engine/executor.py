@@ -6,6 +6,8 @@ set, not the whole graph. `timings`, when given a dict, collects seconds per nod
 
 from __future__ import annotations
 
+import ctypes
+import sys
 import time
 
 import numpy as np
@@ -15,8 +17,28 @@ from .graph import Graph
 from .ops import OPS
 
 
+def keep_freed_memory() -> None:
+    """Ask glibc to keep freed blocks for reuse instead of returning them to the OS.
+
+    Every inference allocates and frees the same intermediate tensors. By default glibc serves big blocks with fresh
+    mmap()s, so each run page-faults every large tensor again (measured: 20% of a batch-8 inference). Raising the
+    mmap and trim thresholds (to 1 GB) makes the second run reuse the first run's memory.
+    A no-op where glibc is not the allocator.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 1 << 30)
+    mallopt(m_trim_threshold, 1 << 30)
+
+
 class Executor:
     def __init__(self, graph: Graph, params: dict[str, np.ndarray], reference: bool = False) -> None:
+        keep_freed_memory()
         self.graph = graph
         self.params = params
         self.kernels = kernels.REFERENCE if reference else kernels.FAST
