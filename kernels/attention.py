@@ -21,6 +21,7 @@ from ._exp import exp
 from ._jit import parallel_kernel
 
 QUERIES = 8  # query rows per block: each key and value row loaded from cache serves this many
+KEYS = 128  # keys per chunk of the score product, so its slice of scores and keys stays in L1 however long N is
 
 
 # qkv (T, N, 3C) -> (T, N, C)
@@ -56,13 +57,17 @@ def _attention(qkv, heads, out):
         for i0 in range(0, N, QUERIES):
             rows = min(QUERIES, N - i0)
             # scores of a block of queries against every key: AXPYs over contiguous keys, each key row
-            # loaded once for the whole block (a small GEMM: (rows, D) x (D, N))
+            # loaded once for the whole block (a small GEMM: (rows, D) x (D, N)), chunk by chunk of keys
             scores[:] = 0.0
-            for d in range(D):
-                for r in range(rows):
-                    qd = qkv[t, i0 + r, q0 + d] * scale
-                    for j in range(N):
-                        scores[r, j] += qd * kt[d, j]
+            for j0 in range(0, N, KEYS):
+                j1 = min(j0 + KEYS, N)
+                for d in range(D):
+                    ktd = kt[d, j0:j1]
+                    for r in range(rows):
+                        qd = qkv[t, i0 + r, q0 + d] * scale
+                        srow = scores[r, j0:j1]
+                        for j in range(j1 - j0):
+                            srow[j] += qd * ktd[j]
             # softmax of each row, with the vectorised exp
             for r in range(rows):
                 top = scores[r].max()

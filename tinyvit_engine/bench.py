@@ -11,7 +11,8 @@ the cores another is timed on), with its thread count set alike: NUMBA_NUM_THREA
 OPENBLAS_NUM_THREADS / MKL_NUM_THREADS in the worker's environment, plus torch.set_num_threads and ONNX Runtime's
 intra_op_num_threads. The workers first compute one output each, which is validated against PyTorch; then, after
 warm-up, they are timed in interleaved rounds (engine, torch, ORT, engine, ...), so a busy moment of the machine
-hits all three alike. Reported: median and the 10-90% spread of single-inference wall times, and the ratios.
+hits all three alike, with a pause between contenders so that no thread pool is still spinning, and one untimed run at the start of each
+block so that every contender is timed in its steady state. Reported: median and the 10-90% spread of single-inference wall times, and the ratios.
 Weights are real-scale random weights (tinyvit_engine.reference), never transformers' default init, whose tiny
 activations turn fp32 arithmetic into denormal arithmetic. Cold start and peak RSS run fresh `python` processes.
 
@@ -35,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 CONTENDERS = ("engine", "torch", "ort")
+PAUSE = 0.3  # seconds between contenders, so the last one's spinning thread pool is asleep before the next starts
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ def prepare(name: str, batch: int, workdir: Path) -> dict[str, str]:
             convert(paths["checkpoint"], paths["engine"])
         x = torch.rand(batch, 3, spec.size, spec.size)
         torch.onnx.export(model, (x,), paths["onnx"], input_names=["pixel_values"], output_names=["logits"],
-                          dynamo=False, opset_version=17)
+                          dynamo=False, opset_version=18)  # 18: Col2Im, for v2's fold
     return paths
 
 
@@ -102,6 +104,7 @@ def worker(kind: str) -> None:
             np.save(cmd["output"], run())
             reply = {"ok": True}
         elif cmd["cmd"] == "time":
+            run()  # untimed: wakes this contender's thread pool after the pause
             times = []
             for _ in range(cmd["n"]):
                 start = time.perf_counter()
@@ -186,6 +189,7 @@ def measure(name: str, batch: int, threads: int, workdir: Path, warmup: int, rou
         for _ in range(rounds):
             for k, w in workers.items():
                 times[k] += w.ask(cmd="time", n=per_round)["times"]
+                time.sleep(PAUSE)
     finally:
         for w in workers.values():
             w.close()
