@@ -1,8 +1,14 @@
-"""The inner matrix product every dense kernel shares: out[m0:m1] = bias + x[m0:m1] @ w for a block of rows.
+"""The inner matrix products the dense kernels share: out[m0:m1] = bias + x[m0:m1] @ w for a block of rows.
 
-Rows go four at a time, so each weight row read from cache feeds four accumulator rows, and the innermost loop is an
-AXPY over contiguous output features, which LLVM vectorises. Serial: callers run it inside their own prange task.
+Two shapes of loop, chosen by the depth K (callers pick with DOT_MIN_K):
+- block_product, for shallow products: four rows at a time, so each weight row read from cache feeds four
+  accumulator rows, and the innermost loop is an AXPY over contiguous output features.
+- dot_product, for deep ones: 2x2 tiles of dot products over contiguous K (weights transposed), whose running sums
+  LLVM keeps in vector registers.
+Both are serial: callers run them inside their own prange task.
 """
+
+import numpy as np
 
 from ._jit import inline
 
@@ -34,3 +40,45 @@ def block_product(x, w, bias, out, m0, m1):
                 wk = w[k]
                 for n in range(N):
                     om[n] += a * wk[n]
+
+
+DOT_MIN_K = 64  # from this depth on, dot products beat AXPYs (measured: K=256 179 vs 52 GFLOP/s; K=48 34 vs 42)
+
+
+@inline
+def dot_product(x, wt, bias, out, m0, m1):
+    """out[m] = bias + x[m] @ wt.T for m in [m0, m1), m1 - m0 <= 2; x (M, K), wt (N, K), out (M, N).
+
+    For deep products: each output is a dot product over contiguous K, vectorised with reassociation, in 2x2
+    tiles so that each of the four loads per step feeds two multiply-adds; the sums stay in registers.
+    """
+    N, K = wt.shape
+    if m1 - m0 == 2:
+        x0, x1 = x[m0], x[m0 + 1]
+        for n in range(0, N - 1, 2):
+            w0, w1 = wt[n], wt[n + 1]
+            s00 = s01 = s10 = s11 = np.float32(0.0)
+            for k in range(K):
+                a0, a1, b0, b1 = x0[k], x1[k], w0[k], w1[k]
+                s00 += a0 * b0
+                s01 += a0 * b1
+                s10 += a1 * b0
+                s11 += a1 * b1
+            out[m0, n], out[m0, n + 1] = s00 + bias[n], s01 + bias[n + 1]
+            out[m0 + 1, n], out[m0 + 1, n + 1] = s10 + bias[n], s11 + bias[n + 1]
+        if N % 2:
+            w0 = wt[N - 1]
+            s0 = s1 = np.float32(0.0)
+            for k in range(K):
+                s0 += x0[k] * w0[k]
+                s1 += x1[k] * w0[k]
+            out[m0, N - 1], out[m0 + 1, N - 1] = s0 + bias[N - 1], s1 + bias[N - 1]
+    else:
+        for m in range(m0, m1):
+            xm = x[m]
+            for n in range(N):
+                wn = wt[n]
+                s = np.float32(0.0)
+                for k in range(K):
+                    s += xm[k] * wn[k]
+                out[m, n] = s + bias[n]

@@ -3,8 +3,8 @@
     out[b, y, x, o] = act(bias[o] + sum_{ky, kx, c} x[b, y*s + ky*d - p, x*s + kx*d - p, c] * w[ky, kx, c, o])
 
 The fast version gives one output row to each task (prange over B * Ho). Undilated convs gather the row's patches
-into a (Wo, kh * kw * Cin) matrix (im2col, one row at a time so it stays in cache) and run the block product the
-linear kernel uses. Dilated convs (the ASPP branches, whose rates can exceed the map) accumulate tap by tap instead,
+into a (Wo, kh * kw * Cin) matrix (im2col, one row at a time so it stays in cache) and run the products the
+linear kernel uses (_gemm.py). Dilated convs (the ASPP branches, whose rates can exceed the map) accumulate tap by tap instead,
 with the taps that would read the padding clipped away rather than tested, so they cost only the taps that land
 inside the map.
 """
@@ -13,7 +13,7 @@ import numpy as np
 from numba import prange
 
 from ._checks import conv_out_size, f32, same
-from ._gemm import ROWS, block_product
+from ._gemm import DOT_MIN_K, ROWS, block_product, dot_product
 from ._jit import parallel_kernel
 from ._window import tap_range
 from .activation import activation_reference, apply
@@ -66,7 +66,7 @@ def _conv2d(x, w, bias, stride, padding, dilation, act, out):
 
 
 @parallel_kernel
-def _conv2d_im2col(x, w2d, bias, kh, kw, stride, padding, act, out):
+def _conv2d_im2col(x, w2d, w2dt, bias, kh, kw, stride, padding, act, out):
     # undilated convs: gather each output row's patches (zeros where they overhang the border) into a
     # (Wo, kh * kw * Cin) matrix, then one block product with the (kh * kw * Cin, Cout) weight
     B, H, W, cin = x.shape
@@ -89,7 +89,11 @@ def _conv2d_im2col(x, w2d, bias, kh, kw, stride, padding, act, out):
         acc = out[b, oy]
         for m0 in range(0, wo, ROWS):
             m1 = min(m0 + ROWS, wo)
-            block_product(cols, w2d, bias, acc, m0, m1)
+            if K >= DOT_MIN_K:
+                for m in range(m0, m1, 2):
+                    dot_product(cols, w2dt, bias, acc, m, min(m + 2, m1))
+            else:
+                block_product(cols, w2d, bias, acc, m0, m1)
             for m in range(m0, m1):
                 for o in range(cout):
                     acc[m, o] = apply(acc[m, o], act)
@@ -107,7 +111,8 @@ def conv2d(x, w, bias, stride=1, padding=0, dilation=1, act=0):
     same("conv2d bias", bias.shape[0], cout, "length")
     out = np.empty((B, ho, wo, cout), np.float32)
     if dilation == 1:
-        _conv2d_im2col(x, w.reshape(kh * kw * cin, cout), bias, kh, kw, stride, padding, act, out)
+        w2d = w.reshape(kh * kw * cin, cout)
+        _conv2d_im2col(x, w2d, np.ascontiguousarray(w2d.T), bias, kh, kw, stride, padding, act, out)
     else:
         _conv2d(x, w, bias, stride, padding, dilation, act, out)
     return out

@@ -3,15 +3,16 @@ epilogue: bias, activation, then an optional residual add.
 
     out[m, n] = act(bias[n] + sum_k x[m, k] * w[k, n]) + residual[m, n]
 
-The weight is stored (in, out). The fast version runs blocks of four rows per task through the shared block product
-(_gemm.py: each weight row loaded feeds four accumulators), then the epilogue on the same rows while they are hot.
+The weight is stored (in, out). The fast version runs blocks of four rows per task through the shared products of
+_gemm.py (AXPYs for shallow K, 2x2 dot-product tiles on the transposed weight for deep K), then the epilogue on the
+same rows while they are hot.
 """
 
 import numpy as np
 from numba import prange
 
 from ._checks import f32, same
-from ._gemm import ROWS, block_product
+from ._gemm import DOT_MIN_K, ROWS, block_product, dot_product
 from ._jit import parallel_kernel
 from .activation import activation_reference, apply
 
@@ -27,13 +28,18 @@ def linear_reference(x, w, bias=None, act=0, residual=None):
 
 
 @parallel_kernel
-def _linear(x, w, bias, act, residual, out):
+def _linear(x, w, wt, bias, act, residual, out):
     M, N = out.shape
+    K = x.shape[1]
     add_residual = residual.shape[0] == M
     for block in prange((M + ROWS - 1) // ROWS):
         m0 = block * ROWS
         m1 = min(m0 + ROWS, M)
-        block_product(x, w, bias, out, m0, m1)
+        if K >= DOT_MIN_K:
+            for m in range(m0, m1, 2):
+                dot_product(x, wt, bias, out, m, min(m + 2, m1))
+        else:
+            block_product(x, w, bias, out, m0, m1)
         # epilogue: activation, then the residual
         for m in range(m0, m1):
             for n in range(N):
@@ -58,5 +64,6 @@ def linear(x, w, bias=None, act=0, residual=None):
         same("linear residual", residual.shape[0], M, "rows")
         same("linear residual", residual.shape[1], N, "columns")
     out = np.empty((M, N), np.float32)
-    _linear(x, w, bias, act, residual, out)
+    wt = np.ascontiguousarray(w.T) if K >= DOT_MIN_K else w  # K x N copied: small beside the M x K x N product
+    _linear(x, w, wt, bias, act, residual, out)
     return out

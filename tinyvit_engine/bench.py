@@ -81,8 +81,9 @@ def prepare(name: str, batch: int, workdir: Path) -> dict[str, str]:
             save_checkpoint(model, Path(paths["checkpoint"]))
             convert(paths["checkpoint"], paths["engine"])
         x = torch.rand(batch, 3, spec.size, spec.size)
+        # the torch.export-based exporter handles v2's nn.functional.fold, which the TorchScript one cannot
         torch.onnx.export(model, (x,), paths["onnx"], input_names=["pixel_values"], output_names=["logits"],
-                          dynamo=False, opset_version=18)  # 18: Col2Im, for v2's fold
+                          dynamo=True, verbose=False)
     return paths
 
 
