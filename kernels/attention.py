@@ -5,9 +5,9 @@
 
 The input is the fused projection (T, N, 3C): queries, then keys, then values, heads contiguous inside each, which is
 what one linear layer with the three weight matrices side by side produces. The fast version gives each task one
-(sequence, head) pair. It first copies the head's keys transposed (D, N) and its values (N, D), so that the scores
-of a query are AXPYs over contiguous keys and its output AXPYs over contiguous values; then it takes a block of query
-rows at a time (their scores, softmax with a vectorised exp, and weighted sums of values), so memory stays O(N) per
+(sequence, head) pair. It copies the head's keys and values transposed to (D, N), then takes four queries at a time
+through the dense products of _gemm.py: their scores (depth D, shallow: AXPYs over the keys), a softmax with the
+vectorised exp, and the weighted sums of values (depth N, deep: dot products over the patches). Memory stays O(N) per
 task however many patches there are.
 """
 
@@ -18,10 +18,8 @@ from numba import prange
 
 from ._checks import KernelArgumentError, f32
 from ._exp import exp
+from ._gemm import ROWS, block_product, dot_product
 from ._jit import parallel_kernel
-
-QUERIES = 8  # query rows per block: each key and value row loaded from cache serves this many
-KEYS = 128  # keys per chunk of the score product, so its slice of scores and keys stays in L1 however long N is
 
 
 # qkv (T, N, 3C) -> (T, N, C)
@@ -45,29 +43,24 @@ def _attention(qkv, heads, out):
     for task in prange(T * heads):
         t, h = task // heads, task % heads
         q0, k0, v0 = h * D, C + h * D, 2 * C + h * D
-        # this head's keys transposed (D, N) and values (N, D), contiguous, so both products vectorise
+        # this head's keys as (D, N) and values as (D, N), contiguous over patches
         kt = np.empty((D, N), np.float32)
-        v = np.empty((N, D), np.float32)
+        vt = np.empty((D, N), np.float32)
         for j in range(N):
             for d in range(D):
                 kt[d, j] = qkv[t, j, k0 + d]
-                v[j, d] = qkv[t, j, v0 + d]
-        scores = np.empty((QUERIES, N), np.float32)
-        acc = np.empty((QUERIES, D), np.float32)
-        for i0 in range(0, N, QUERIES):
-            rows = min(QUERIES, N - i0)
-            # scores of a block of queries against every key: AXPYs over contiguous keys, each key row
-            # loaded once for the whole block (a small GEMM: (rows, D) x (D, N)), chunk by chunk of keys
-            scores[:] = 0.0
-            for j0 in range(0, N, KEYS):
-                j1 = min(j0 + KEYS, N)
+                vt[d, j] = qkv[t, j, v0 + d]
+        zeros_n, zeros_d = np.zeros(N, np.float32), np.zeros(D, np.float32)
+        q = np.empty((ROWS, D), np.float32)
+        scores = np.empty((ROWS, N), np.float32)
+        acc = np.empty((ROWS, D), np.float32)
+        for i0 in range(0, N, ROWS):
+            rows = min(ROWS, N - i0)
+            for r in range(rows):
                 for d in range(D):
-                    ktd = kt[d, j0:j1]
-                    for r in range(rows):
-                        qd = qkv[t, i0 + r, q0 + d] * scale
-                        srow = scores[r, j0:j1]
-                        for j in range(j1 - j0):
-                            srow[j] += qd * ktd[j]
+                    q[r, d] = qkv[t, i0 + r, q0 + d] * scale
+            # scores = q kt: shallow (depth D), so AXPYs over the N keys
+            block_product(q, kt, zeros_n, scores, 0, rows)
             # softmax of each row, with the vectorised exp
             for r in range(rows):
                 top = scores[r].max()
@@ -77,13 +70,9 @@ def _attention(qkv, heads, out):
                     scores[r, j] = e
                     total += e
                 scores[r] *= np.float32(1.0) / total
-            # probability-weighted sums of the values: (rows, N) x (N, D)
-            acc[:] = 0.0
-            for j in range(N):
-                for r in range(rows):
-                    p = scores[r, j]
-                    for d in range(D):
-                        acc[r, d] += p * v[j, d]
+            # out = scores vt^T: deep (depth N), so dot products over the N patches
+            for m in range(0, rows, 2):
+                dot_product(scores, vt, zeros_d, acc, m, min(m + 2, rows))
             for r in range(rows):
                 for d in range(D):
                     out[t, i0 + r, q0 + d] = acc[r, d]
