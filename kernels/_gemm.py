@@ -3,7 +3,7 @@
 Two shapes of loop, chosen by the depth K (callers pick with DOT_MIN_K):
 - block_product, for shallow products: four rows at a time, so each weight row read from cache feeds four
   accumulator rows, and the innermost loop is an AXPY over contiguous output features.
-- dot_product, for deep ones: 2x2 tiles of dot products over contiguous K (weights transposed), whose running sums
+- dot_product, for deep ones: 4x2 tiles of dot products over contiguous K (weights transposed), whose running sums
   LLVM keeps in vector registers.
 Both are serial: callers run them inside their own prange task.
 """
@@ -46,39 +46,54 @@ DOT_MIN_K = 64  # from this depth on, dot products beat AXPYs (measured: K=256 1
 
 
 @inline
-def dot_product(x, wt, bias, out, m0, m1):
-    """out[m] = bias + x[m] @ wt.T for m in [m0, m1), m1 - m0 <= 2; x (M, K), wt (N, K), out (M, N).
+def _store(out, m, n, s, bias, accumulate):
+    if accumulate:
+        out[m, n] += s
+    else:
+        out[m, n] = s + bias[n]
 
-    For deep products: each output is a dot product over contiguous K, vectorised with reassociation, in 2x2
-    tiles so that each of the four loads per step feeds two multiply-adds; the sums stay in registers.
+
+@inline
+def dot_product(x, wt, bias, out, m0, m1, accumulate=False):
+    """out[m] = bias + x[m] @ wt.T for m in [m0, m1), m1 - m0 <= ROWS; x (M, K), wt (N, K), out (M, N).
+    With `accumulate`, out[m] += x[m] @ wt.T instead (bias unused).
+
+    For deep products: each output is a dot product over contiguous K, vectorised with reassociation, in 4x2 tiles
+    (four rows of x, two of wt) so that six loads per step feed eight multiply-adds and the eight running sums stay
+    in vector registers (measured against 2x2 and 2x4 tiles: 4x2 is fastest, up to 229 GFLOP/s on 2 cores).
     """
     N, K = wt.shape
-    if m1 - m0 == 2:
-        x0, x1 = x[m0], x[m0 + 1]
+    first = 0  # the first column the plain loop below computes: all of them, or an odd last one after the tiles
+    if m1 - m0 == 4:
+        x0, x1, x2, x3 = x[m0], x[m0 + 1], x[m0 + 2], x[m0 + 3]
         for n in range(0, N - 1, 2):
             w0, w1 = wt[n], wt[n + 1]
-            s00 = s01 = s10 = s11 = np.float32(0.0)
+            s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = np.float32(0.0)
             for k in range(K):
-                a0, a1, b0, b1 = x0[k], x1[k], w0[k], w1[k]
+                b0, b1 = w0[k], w1[k]
+                a0, a1, a2, a3 = x0[k], x1[k], x2[k], x3[k]
                 s00 += a0 * b0
                 s01 += a0 * b1
                 s10 += a1 * b0
                 s11 += a1 * b1
-            out[m0, n], out[m0, n + 1] = s00 + bias[n], s01 + bias[n + 1]
-            out[m0 + 1, n], out[m0 + 1, n + 1] = s10 + bias[n], s11 + bias[n + 1]
-        if N % 2:
-            w0 = wt[N - 1]
-            s0 = s1 = np.float32(0.0)
+                s20 += a2 * b0
+                s21 += a2 * b1
+                s30 += a3 * b0
+                s31 += a3 * b1
+            _store(out, m0, n, s00, bias, accumulate)
+            _store(out, m0, n + 1, s01, bias, accumulate)
+            _store(out, m0 + 1, n, s10, bias, accumulate)
+            _store(out, m0 + 1, n + 1, s11, bias, accumulate)
+            _store(out, m0 + 2, n, s20, bias, accumulate)
+            _store(out, m0 + 2, n + 1, s21, bias, accumulate)
+            _store(out, m0 + 3, n, s30, bias, accumulate)
+            _store(out, m0 + 3, n + 1, s31, bias, accumulate)
+        first = N - N % 2
+    for m in range(m0, m1):
+        xm = x[m]
+        for n in range(first, N):
+            wn = wt[n]
+            s = np.float32(0.0)
             for k in range(K):
-                s0 += x0[k] * w0[k]
-                s1 += x1[k] * w0[k]
-            out[m0, N - 1], out[m0 + 1, N - 1] = s0 + bias[N - 1], s1 + bias[N - 1]
-    else:
-        for m in range(m0, m1):
-            xm = x[m]
-            for n in range(N):
-                wn = wt[n]
-                s = np.float32(0.0)
-                for k in range(K):
-                    s += xm[k] * wn[k]
-                out[m, n] = s + bias[n]
+                s += xm[k] * wn[k]
+            _store(out, m, n, s, bias, accumulate)

@@ -11,10 +11,9 @@ vectorisable exp of _exp.py, so an epilogue loop with it still compiles to SIMD 
 import math
 
 import numpy as np
-
-from ._checks import KernelArgumentError
 from numba import prange
 
+from ._checks import KernelArgumentError
 from ._exp import exp
 from ._jit import inline, parallel_kernel
 

@@ -71,8 +71,7 @@ def _attention(qkv, heads, out):
                     total += e
                 scores[r] *= np.float32(1.0) / total
             # out = scores vt^T: deep (depth N), so dot products over the N patches
-            for m in range(0, rows, 2):
-                dot_product(scores, vt, zeros_d, acc, m, min(m + 2, rows))
+            dot_product(scores, vt, zeros_d, acc, 0, rows)
             for r in range(rows):
                 for d in range(D):
                     out[t, i0 + r, q0 + d] = acc[r, d]

@@ -4,9 +4,10 @@
 
 The fast version gives one output row to each task (prange over B * Ho). Undilated convs gather the row's patches
 into a (Wo, kh * kw * Cin) matrix (im2col, one row at a time so it stays in cache) and run the products the
-linear kernel uses (_gemm.py). Dilated convs (the ASPP branches, whose rates can exceed the map) accumulate tap by tap instead,
-with the taps that would read the padding clipped away rather than tested, so they cost only the taps that land
-inside the map.
+linear kernel uses (_gemm.py). Dilated convs (the ASPP branches, whose rates can exceed the map) go tap by tap instead: each tap
+is a product of the contiguous run of input pixels it reads with that tap's (Cin, Cout) weights, accumulated into
+the output row, and the taps and pixels that would read padding are clipped away rather than tested, so they cost
+only what lands inside the map.
 """
 
 import numpy as np
@@ -90,13 +91,40 @@ def _conv2d_im2col(x, w2d, w2dt, bias, kh, kw, stride, padding, act, out):
         for m0 in range(0, wo, ROWS):
             m1 = min(m0 + ROWS, wo)
             if K >= DOT_MIN_K:
-                for m in range(m0, m1, 2):
-                    dot_product(cols, w2dt, bias, acc, m, min(m + 2, m1))
+                dot_product(cols, w2dt, bias, acc, m0, m1)
             else:
                 block_product(cols, w2d, bias, acc, m0, m1)
             for m in range(m0, m1):
                 for o in range(cout):
                     acc[m, o] = apply(acc[m, o], act)
+
+
+@parallel_kernel
+def _conv2d_taps(x, wt, bias, dilation, padding, act, out):
+    # stride-1 dilated convs (the ASPP branches): for each tap, the output pixels it reaches read one contiguous run
+    # of an input row, so the tap is a (run, Cin) x (Cin, Cout) product accumulated into the output row; taps and
+    # pixels that would read padding are never visited
+    B, H, W, cin = x.shape
+    kh, kw, cout, _ = wt.shape
+    _, ho, wo, _ = out.shape
+    for row in prange(B * ho):
+        b, oy = row // ho, row % ho
+        ky_lo, ky_hi = tap_range(oy - padding, H, kh, dilation)
+        acc = out[b, oy]
+        acc[:, :] = bias
+        for ky in range(ky_lo, ky_hi):
+            xrow = x[b, oy - padding + ky * dilation]
+            for kx in range(kw):
+                shift = kx * dilation - padding
+                lo, hi = max(0, -shift), min(wo, W - shift)
+                if hi <= lo:
+                    continue
+                xs, run = xrow[lo + shift : hi + shift], acc[lo:hi]
+                for m in range(0, hi - lo, ROWS):
+                    dot_product(xs, wt[ky, kx], bias, run, m, min(m + ROWS, hi - lo), True)
+        for ox in range(wo):
+            for o in range(cout):
+                acc[ox, o] = apply(acc[ox, o], act)
 
 
 def conv2d(x, w, bias, stride=1, padding=0, dilation=1, act=0):
@@ -113,6 +141,8 @@ def conv2d(x, w, bias, stride=1, padding=0, dilation=1, act=0):
     if dilation == 1:
         w2d = w.reshape(kh * kw * cin, cout)
         _conv2d_im2col(x, w2d, np.ascontiguousarray(w2d.T), bias, kh, kw, stride, padding, act, out)
+    elif stride == 1:
+        _conv2d_taps(x, np.ascontiguousarray(w.transpose(0, 1, 3, 2)), bias, dilation, padding, act, out)
     else:
         _conv2d(x, w, bias, stride, padding, dilation, act, out)
     return out

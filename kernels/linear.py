@@ -17,7 +17,6 @@ from ._jit import parallel_kernel
 from .activation import activation_reference, apply
 
 
-
 # x (M, K), w (K, N), bias (N,) or None, residual (M, N) or None -> (M, N)
 def linear_reference(x, w, bias=None, act=0, residual=None):
     out = x @ w
@@ -36,8 +35,7 @@ def _linear(x, w, wt, bias, act, residual, out):
         m0 = block * ROWS
         m1 = min(m0 + ROWS, M)
         if K >= DOT_MIN_K:
-            for m in range(m0, m1, 2):
-                dot_product(x, wt, bias, out, m, min(m + 2, m1))
+            dot_product(x, wt, bias, out, m0, m1)
         else:
             block_product(x, w, bias, out, m0, m1)
         # epilogue: activation, then the residual

@@ -32,8 +32,9 @@ def fold_reference(tokens, ph, pw, H, W):
     B, C = tokens.shape[0] // P, tokens.shape[2]
     nh, nw = H // ph, W // pw
     out = np.zeros((B, H, W, C), np.float32)
-    out[:, : nh * ph, : nw * pw] = tokens.reshape(B, ph, pw, nh, nw, C).transpose(0, 3, 1, 4, 2, 5).reshape(
-        B, nh * ph, nw * pw, C)
+    out[:, : nh * ph, : nw * pw] = (
+        tokens.reshape(B, ph, pw, nh, nw, C).transpose(0, 3, 1, 4, 2, 5).reshape(B, nh * ph, nw * pw, C)
+    )
     return out
 
 

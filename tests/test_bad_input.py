@@ -39,10 +39,14 @@ TINYVIT = str(Path(sys.executable).with_name("tinyvit"))
 def isolated(code: str, timeout: float = 180) -> subprocess.CompletedProcess:
     """Run `code` after `import numpy as np, tinyvit_engine as tve` in a fresh interpreter; an exception is printed
     as one line `Type: message` on stderr with exit code 3, so a crash (a negative exit code) is told apart."""
-    script = "import sys\nimport numpy as np, tinyvit_engine as tve\ntry:\n" + textwrap.indent(code, "    ") + (
-        "\nexcept Exception as e:\n    print(f'{type(e).__name__}: {e}', file=sys.stderr)\n    sys.exit(3)\n")
-    return subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT)
+    script = (
+        "import sys\nimport numpy as np, tinyvit_engine as tve\ntry:\n"
+        + textwrap.indent(code, "    ")
+        + ("\nexcept Exception as e:\n    print(f'{type(e).__name__}: {e}', file=sys.stderr)\n    sys.exit(3)\n")
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
 
 
 def assert_raises_isolated(code: str, error: type[Exception], *words: str) -> str:
@@ -78,15 +82,34 @@ LOAD = f"model = tve.load({str(WEIGHTS)!r})\n"
         ("np.random.rand(1, 3, 64, 64) > 0.5", ["bool", "processor"]),
         ("np.random.rand(1, 3, 64, 64).astype(np.complex64)", ["complex64", "processor"]),
         ("np.full((1, 3, 64, 64), 'a')", ["<U1"]),
-        ("np.where(np.arange(3 * 64 * 64).reshape(1, 3, 64, 64) == 7, np.nan, 0.5).astype(np.float32)", ["1 value(s)",
-                                                                                                         "NaN"]),
+        (
+            "np.where(np.arange(3 * 64 * 64).reshape(1, 3, 64, 64) == 7, np.nan, 0.5).astype(np.float32)",
+            ["1 value(s)", "NaN"],
+        ),
         ("np.full((2, 3, 64, 64), np.inf, np.float32)", ["24576 value(s)", "infinite"]),
         ("np.full((1, 3, 64, 64), 1e300)", ["overflow float32"]),  # finite float64, infinite as float32
         ("np.random.rand(1, 3, 64, 64).tolist()", ["numpy array", "list", "np.asarray"]),
         ("__import__('torch').rand(1, 3, 64, 64)", ["numpy array", "Tensor"]),
     ],
-    ids=["3d", "5d", "4-channels", "channels-last", "empty-batch", "zero-height", "zero-width", "uint8", "int64",
-         "bool", "complex", "str", "nan", "inf", "float64-overflow", "list", "torch"],
+    ids=[
+        "3d",
+        "5d",
+        "4-channels",
+        "channels-last",
+        "empty-batch",
+        "zero-height",
+        "zero-width",
+        "uint8",
+        "int64",
+        "bool",
+        "complex",
+        "str",
+        "nan",
+        "inf",
+        "float64-overflow",
+        "list",
+        "torch",
+    ],
 )
 def test_bad_pixel_values_are_refused(make, words):
     assert_raises_isolated(LOAD + f"model({make})", InputError, "pixel_values", *words)
@@ -94,7 +117,9 @@ def test_bad_pixel_values_are_refused(make, words):
 
 def test_pixel_values_that_are_cast_or_copied_give_the_float32_answer():
     """float16 and float64 are cast to float32; strided, Fortran-ordered and read-only arrays are copied."""
-    r = isolated(LOAD + textwrap.dedent("""
+    r = isolated(
+        LOAD
+        + textwrap.dedent("""
         x = np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)
         want = model(x).logits
         wide = np.random.default_rng(1).random((2, 3, 64, 128), dtype=np.float32)
@@ -109,15 +134,20 @@ def test_pixel_values_that_are_cast_or_copied_give_the_float32_answer():
         assert np.array_equal(model(half).logits, model(half.astype(np.float32)).logits)
         assert not readonly.flags.writeable and np.isfinite(want).all()
         print("ok")
-    """))
+    """)
+    )
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
 
 
 @pytest.fixture(scope="module")
 def small_v1(tmp_path_factory):
     """A small random MobileViT as tests/hf.py builds them, saved as a checkpoint, with its torch model."""
-    kwargs = {"hidden_sizes": [16, 24, 32], "neck_hidden_sizes": [8, 8, 16, 16, 24, 32, 64], "num_attention_heads": 2,
-              "expand_ratio": 2.0}
+    kwargs = {
+        "hidden_sizes": [16, 24, 32],
+        "neck_hidden_sizes": [8, 8, 16, 16, 24, 32, 64],
+        "num_attention_heads": 2,
+        "expand_ratio": 2.0,
+    }
     model = v1_model(kwargs, seed=3, num_labels=5)
     return model, save_checkpoint(model, tmp_path_factory.mktemp("small-v1"))
 
@@ -128,14 +158,16 @@ def test_tiny_inputs_match_transformers(small_v1, tmp_path):
     torch_model, checkpoint = small_v1
     inputs = {"1x1": pixels(2, 1, 1, seed=1), "3x5": pixels(1, 3, 5, seed=2)}
     np.savez(tmp_path / "inputs.npz", **inputs)
-    r = isolated(textwrap.dedent(f"""
+    r = isolated(
+        textwrap.dedent(f"""
         model = tve.load({str(checkpoint)!r})
         inputs = np.load({str(tmp_path / "inputs.npz")!r})
         for name in inputs.files:
             out = model(inputs[name], output_hidden_states=True)
             hidden = {{f"hidden_states.{{i}}": h for i, h in enumerate(out.hidden_states)}}
             np.savez({str(tmp_path)!r} + f"/{{name}}.npz", logits=out.logits, **hidden)
-    """))
+    """)
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     for name, x in inputs.items():
         got = dict(np.load(tmp_path / f"{name}.npz"))
@@ -144,7 +176,8 @@ def test_tiny_inputs_match_transformers(small_v1, tmp_path):
 
 def test_mobilevitv2_below_its_smallest_input_is_refused():
     """MobileViTV2 unfolds 2x2 patches of its stride-32 map, so it needs H, W >= 33 (transformers raises too)."""
-    assert_raises_isolated(textwrap.dedent("""
+    assert_raises_isolated(
+        textwrap.dedent("""
         from tinyvit_engine.config import parse_config
         from tinyvit_engine.models import build
         config = {"model_type": "mobilevitv2", "width_multiplier": 0.5, "num_labels": 3}
@@ -153,13 +186,19 @@ def test_mobilevitv2_below_its_smallest_input_is_refused():
         model = tve.Model(config, params, None)
         assert np.isfinite(model(rng.random((1, 3, 33, 40), dtype=np.float32)).logits).all()
         model(rng.random((1, 3, 20, 40), dtype=np.float32))
-    """), KernelArgumentError, "smaller than one 2x2 patch")
+    """),
+        KernelArgumentError,
+        "smaller than one 2x2 patch",
+    )
 
 
 # --- images (the rest is in test_processor.py) ----------------------------------------------------------------------
 
+
 def test_tiny_and_huge_images_classify():
-    r = isolated(LOAD + textwrap.dedent("""
+    r = isolated(
+        LOAD
+        + textwrap.dedent("""
         from PIL import Image
         rng = np.random.default_rng(0)
         tiny = Image.fromarray(rng.integers(0, 256, (1, 1, 3), dtype=np.uint8))
@@ -167,18 +206,25 @@ def test_tiny_and_huge_images_classify():
         for top in model.classify([tiny, huge], top_k=3):
             assert len(top) == 3 and all(0 <= t["score"] <= 1 for t in top), top
         print("ok")
-    """))
+    """)
+    )
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
 
 
 def test_a_thin_strip_that_would_resize_to_a_bomb_is_refused():
     """A thin strip resized to the short side explodes: 20000 x 1 at the demo model's 64 is 1280000 x 64 pixels, over
     the limit set here (with Apple's 288, a 2000 x 1 strip already passes Pillow's default limit)."""
-    assert_raises_isolated(LOAD + textwrap.dedent("""
+    assert_raises_isolated(
+        LOAD
+        + textwrap.dedent("""
         from PIL import Image
         Image.MAX_IMAGE_PIXELS = 1_000_000
         model.classify(Image.new("RGB", (20000, 1)))
-    """), InputError, "20000x1 image", "decompression-bomb limit")
+    """),
+        InputError,
+        "20000x1 image",
+        "decompression-bomb limit",
+    )
 
 
 # --- weights files --------------------------------------------------------------------------------------------------
@@ -235,8 +281,9 @@ def test_empty_file(tmp_path):
     read_bad(tmp_path, b"", "empty")
 
 
-@pytest.mark.parametrize("at", [3, 8, 9, HEADER_LEN // 2, 8 + HEADER_LEN, 8 + HEADER_LEN + 1, len(GOOD) // 2,
-                                len(GOOD) - 1])
+@pytest.mark.parametrize(
+    "at", [3, 8, 9, HEADER_LEN // 2, 8 + HEADER_LEN, 8 + HEADER_LEN + 1, len(GOOD) // 2, len(GOOD) - 1]
+)
 def test_truncated_file(tmp_path, at):
     read_bad(tmp_path, GOOD[:at])
 
@@ -246,8 +293,9 @@ def test_random_bytes(tmp_path):
 
 
 def test_a_safetensors_file_that_is_not_ours(tmp_path):
-    read_bad(tmp_path, (CHECKPOINT / "model.safetensors").read_bytes(), "not a tinyvit-engine weights file",
-             "tve.convert")
+    read_bad(
+        tmp_path, (CHECKPOINT / "model.safetensors").read_bytes(), "not a tinyvit-engine weights file", "tve.convert"
+    )
 
 
 def test_another_format_version(tmp_path):
@@ -258,8 +306,11 @@ def test_another_format_version(tmp_path):
 
 def test_huge_header_length_allocates_nothing(tmp_path):
     start = time.perf_counter()
-    peak = peak_memory(lambda: read_bad(tmp_path, (2**63).to_bytes(8, "little") + GOOD[8:],
-                                        "header length says 9223372036854775808 bytes"))
+    peak = peak_memory(
+        lambda: read_bad(
+            tmp_path, (2**63).to_bytes(8, "little") + GOOD[8:], "header length says 9223372036854775808 bytes"
+        )
+    )
     assert time.perf_counter() - start < 1 and peak < 3 * len(GOOD)  # the file itself, not what it claims
 
 
@@ -277,8 +328,18 @@ def test_huge_header_length_allocates_nothing(tmp_path):
         (lambda t: t.update(dtype="F64"), ["hold no F64 tensor"]),
         (lambda t: t.pop("data_offsets"), ["data_offsets None"]),
     ],
-    ids=["end-past-eof", "begin-past-eof", "negative", "huge-shape", "many-huge-dims", "negative-shape",
-         "shape-not-list", "dtype-unknown", "dtype-size", "no-offsets"],
+    ids=[
+        "end-past-eof",
+        "begin-past-eof",
+        "negative",
+        "huge-shape",
+        "many-huge-dims",
+        "negative-shape",
+        "shape-not-list",
+        "dtype-unknown",
+        "dtype-size",
+        "no-offsets",
+    ],
 )
 def test_header_claims_that_do_not_fit_the_file(tmp_path, edit, words):
     header = header_of()
@@ -315,14 +376,21 @@ def test_cli_corrupt_and_wrong_version_files_are_one_line(tmp_path):
     header["__metadata__"]["format_version"] = "2"
     (tmp_path / "v2.safetensors").write_bytes(with_header(header))
     image = ROOT / "examples" / "digit-3.png"
-    for args, words in [(["classify", image, "--model", tmp_path / "truncated.safetensors"], ["run past", "truncated"]),
-                        (["info", tmp_path / "v2.safetensors"], ["format version '2'"])]:
+    for args, words in [
+        (["classify", image, "--model", tmp_path / "truncated.safetensors"], ["run past", "truncated"]),
+        (["info", tmp_path / "v2.safetensors"], ["format version '2'"]),
+    ]:
         r = subprocess.run([TINYVIT, *map(str, args)], check=False, capture_output=True, text=True, timeout=120)
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"tinyvit {args[0]}: "), r.stderr
         assert all(w in lines[0] for w in words), lines[0]
-    r = subprocess.run([TINYVIT, "--debug", "info", tmp_path / "v2.safetensors"], check=False, capture_output=True,
-                       text=True, timeout=120)
+    r = subprocess.run(
+        [TINYVIT, "--debug", "info", tmp_path / "v2.safetensors"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode != 0 and "Traceback" in r.stderr and "WeightsFormatError" in r.stderr
 
 
@@ -371,24 +439,46 @@ def test_unsupported_configs(tmp_path, edit, words):
     "edit, words",
     [
         (lambda s: s.pop("classifier.bias"), ["missing", "classifier.bias"]),
-        (lambda s: s.pop("mobilevit.conv_stem.normalization.running_var"),
-         ["checkpoint tensor conv_stem.normalization.running_var is missing"]),
-        (lambda s: s.pop(QKV + "key.weight"),
-         ["encoder.layer.2.transformer.layer.0.attention.attention.key.weight is missing"]),
+        (
+            lambda s: s.pop("mobilevit.conv_stem.normalization.running_var"),
+            ["checkpoint tensor conv_stem.normalization.running_var is missing"],
+        ),
+        (
+            lambda s: s.pop(QKV + "key.weight"),
+            ["encoder.layer.2.transformer.layer.0.attention.attention.key.weight is missing"],
+        ),
         (lambda s: s.update({"extra.weight": np.ones(3, np.float32)}), ["unexpected", "extra.weight"]),
-        (lambda s: s.update({"classifier.weight": s["classifier.weight"][:, :-1].copy()}),
-         ["tensor classifier.weight has shape (319, 10), the config needs (320, 10)"]),
-        (lambda s: s.update({"mobilevit.conv_stem.normalization.weight": np.ones(3, np.float32)}),
-         ["conv_stem.normalization.weight has shape (3,), expected (16,)"]),
-        (lambda s: s.update({"mobilevit.conv_stem.convolution.weight": np.ones((16, 3, 3), np.float32)}),
-         ["conv_stem.convolution.weight has shape (16, 3, 3), expected a 4-D conv weight"]),
-        (lambda s: s.update({QKV + "value.weight": s[QKV + "value.weight"][:-1].copy()}),
-         ["layer.2.transformer.layer.0.attention.attention.value.weight has shape (63, 64), expected (64, 64)"]),
+        (
+            lambda s: s.update({"classifier.weight": s["classifier.weight"][:, :-1].copy()}),
+            ["tensor classifier.weight has shape (319, 10), the config needs (320, 10)"],
+        ),
+        (
+            lambda s: s.update({"mobilevit.conv_stem.normalization.weight": np.ones(3, np.float32)}),
+            ["conv_stem.normalization.weight has shape (3,), expected (16,)"],
+        ),
+        (
+            lambda s: s.update({"mobilevit.conv_stem.convolution.weight": np.ones((16, 3, 3), np.float32)}),
+            ["conv_stem.convolution.weight has shape (16, 3, 3), expected a 4-D conv weight"],
+        ),
+        (
+            lambda s: s.update({QKV + "value.weight": s[QKV + "value.weight"][:-1].copy()}),
+            ["layer.2.transformer.layer.0.attention.attention.value.weight has shape (63, 64), expected (64, 64)"],
+        ),
         (lambda s: s.update({"classifier.bias": np.arange(10)}), ["classifier.bias is int64, expected a floating"]),
         (lambda s: s.update({"classifier.bias": np.ones(10, np.complex64)}), ["classifier.bias is complex64"]),
     ],
-    ids=["missing", "missing-bn", "missing-key-proj", "unexpected", "shape", "bn-shape", "conv-rank", "qkv-shape",
-         "int", "complex"],
+    ids=[
+        "missing",
+        "missing-bn",
+        "missing-key-proj",
+        "unexpected",
+        "shape",
+        "bn-shape",
+        "conv-rank",
+        "qkv-shape",
+        "int",
+        "complex",
+    ],
 )
 def test_bad_checkpoint_tensors_are_named(tmp_path, edit, words):
     state = dict(STATE)
@@ -404,8 +494,9 @@ def test_bfloat16_and_float16_checkpoints_convert(tmp_path):
     for dtype in (torch.bfloat16, torch.float16):
         src = tmp_path / str(dtype)
         checkpoint(src)
-        half = {k: torch.from_numpy(v).to(dtype) if v.dtype == np.float32 else torch.from_numpy(v)
-                for k, v in STATE.items()}
+        half = {
+            k: torch.from_numpy(v).to(dtype) if v.dtype == np.float32 else torch.from_numpy(v) for k, v in STATE.items()
+        }
         save_torch(half, src / "model.safetensors")
         read = read_checkpoint(src)[2]
         for k, v in half.items():

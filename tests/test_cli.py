@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from hf import save_checkpoint, v1_model
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = Path(__file__).parent / "data" / "images"
@@ -20,8 +19,9 @@ TINYVIT = str(Path(sys.executable).with_name("tinyvit"))
 
 
 def tinyvit(*args, env=None, ok=True):
-    r = subprocess.run([TINYVIT, *map(str, args)], capture_output=True, text=True, env={**os.environ, **(env or {})},
-                       timeout=300)
+    r = subprocess.run(
+        [TINYVIT, *map(str, args)], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300
+    )
     if ok:
         assert r.returncode == 0, r.stderr
     return r
@@ -83,8 +83,10 @@ def test_user_errors_are_one_line(tmp_path, checkpoint):
     assert_user_error(tinyvit("info", tmp_path / "nope.safetensors", ok=False), "nope.safetensors")
     (tmp_path / "bad.safetensors").write_bytes(b"not a weights file")
     assert_user_error(tinyvit("info", tmp_path / "bad.safetensors", ok=False), "bad.safetensors")
-    assert_user_error(tinyvit("segment", PHOTOS / "chelsea.png", "--model", checkpoint, "-o", tmp_path, ok=False),
-                      "semantic-segmentation")
+    assert_user_error(
+        tinyvit("segment", PHOTOS / "chelsea.png", "--model", checkpoint, "-o", tmp_path, ok=False),
+        "semantic-segmentation",
+    )
     r = tinyvit("--debug", "info", tmp_path / "bad.safetensors", ok=False)
     assert r.returncode != 0 and "Traceback" in r.stderr
 
@@ -93,7 +95,7 @@ def test_classify_with_the_demo_model():
     """The shipped digits classifier is the default model, and it reads the example digits correctly."""
     examples = sorted((ROOT / "examples").glob("digit-*.png"))
     assert examples
-    for line, path in zip(tinyvit("classify", *examples, "--top-k", "1").stdout.splitlines(), examples):
+    for line, path in zip(tinyvit("classify", *examples, "--top-k", "1").stdout.splitlines(), examples, strict=True):
         digit = path.stem.split("-")[1]
         assert line.startswith(f"{path}: {digit} ("), line
 

@@ -55,7 +55,9 @@ def test_classifier_on_heldout_digits():
 
 
 def test_segmenter_on_heldout_scenes():
-    engine, reference = shipped_and_reference("deeplabv3-mobilevit-digits", transformers.MobileViTForSemanticSegmentation)
+    engine, reference = shipped_and_reference(
+        "deeplabv3-mobilevit-digits", transformers.MobileViTForSemanticSegmentation
+    )
     scenes = train_demo.heldout_scenes()
     size = train_demo.SCENE_SIZE
     inter_e, union_e, inter_r, union_r = (np.zeros(11) for _ in range(4))

@@ -2,8 +2,7 @@
 
 import numpy as np
 import pytest
-
-from tinyvit_engine.kernels import FAST, REFERENCE, GELU, NONE, RELU, SILU, KernelArgumentError
+from tinyvit_engine.kernels import FAST, GELU, NONE, REFERENCE, RELU, SILU, KernelArgumentError
 
 RTOL = 1e-5  # float32 sums in a different order: a few ulps of the largest term
 
@@ -42,12 +41,21 @@ def test_conv2d(rng, B, H, W, cin, cout, k, stride, dil, act):
 
 @pytest.mark.parametrize(
     "B, H, W, C, k, stride, dil",
-    [(1, 8, 8, 16, 3, 2, 1), (2, 7, 9, 5, 3, 1, 1), (1, 9, 7, 8, 3, 2, 1), (1, 4, 5, 3, 3, 1, 2), (2, 6, 6, 4, 5, 1, 3)],
+    [
+        (1, 8, 8, 16, 3, 2, 1),
+        (2, 7, 9, 5, 3, 1, 1),
+        (1, 9, 7, 8, 3, 2, 1),
+        (1, 4, 5, 3, 3, 1, 2),
+        (2, 6, 6, 4, 5, 1, 3),
+    ],
 )
 def test_depthwise_conv2d(rng, B, H, W, C, k, stride, dil):
     x, w, b = rand(rng, B, H, W, C), rand(rng, k, k, C), rand(rng, C)
     pad = (k - 1) // 2 * dil
-    close(FAST.depthwise_conv2d(x, w, b, stride, pad, dil, SILU), REFERENCE.depthwise_conv2d(x, w, b, stride, pad, dil, SILU))
+    close(
+        FAST.depthwise_conv2d(x, w, b, stride, pad, dil, SILU),
+        REFERENCE.depthwise_conv2d(x, w, b, stride, pad, dil, SILU),
+    )
 
 
 @pytest.mark.parametrize("M, K, N", [(1, 3, 5), (4, 8, 8), (7, 16, 33), (130, 40, 24)])
@@ -87,7 +95,9 @@ def test_attention_matches_softmax_definition(rng):
     np.testing.assert_allclose(FAST.attention(qkv, 1)[0, 0], expected, rtol=1e-5)
 
 
-@pytest.mark.parametrize("B, H, W, C, ph, pw", [(1, 4, 4, 3, 2, 2), (2, 6, 8, 5, 2, 2), (1, 6, 6, 2, 3, 3), (2, 4, 6, 3, 1, 2)])
+@pytest.mark.parametrize(
+    "B, H, W, C, ph, pw", [(1, 4, 4, 3, 2, 2), (2, 6, 8, 5, 2, 2), (1, 6, 6, 2, 3, 3), (2, 4, 6, 3, 1, 2)]
+)
 def test_unfold_fold(rng, B, H, W, C, ph, pw):
     x = rand(rng, B, H, W, C)
     t = FAST.unfold(x, ph, pw)
@@ -129,7 +139,9 @@ def test_unfold_matches_transformers_order(rng):
     np.testing.assert_array_equal(FAST.unfold(np.ascontiguousarray(nchw.transpose(0, 2, 3, 1)), 2, 2), expected)
 
 
-@pytest.mark.parametrize("shape, size", [((1, 7, 7, 3), (8, 8)), ((2, 8, 8, 4), (7, 7)), ((1, 5, 9, 2), (6, 10)), ((1, 1, 1, 3), (4, 2))])
+@pytest.mark.parametrize(
+    "shape, size", [((1, 7, 7, 3), (8, 8)), ((2, 8, 8, 4), (7, 7)), ((1, 5, 9, 2), (6, 10)), ((1, 1, 1, 3), (4, 2))]
+)
 def test_resize_bilinear(rng, shape, size):
     x = rand(rng, *shape)
     close(FAST.resize_bilinear(x, *size), REFERENCE.resize_bilinear(x, *size))

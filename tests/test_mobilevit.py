@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import transformers
+from hf import V1_CONFIGS, assert_parity, engine_outputs, pixels, reference_outputs, save_checkpoint, v1_model
 
 import tinyvit_engine as tve
-from hf import V1_CONFIGS, assert_parity, engine_outputs, pixels, reference_outputs, save_checkpoint, v1_model
 
 SIZES = [(1, 256, 256), (2, 224, 224), (2, 192, 320), (1, 97, 131)]  # 224: layer 5 is 7x7; 97x131: odd everywhere
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from hf import assert_parity, engine_outputs, pixels, realistic_init, reference_outputs, save_checkpoint, v2_model
 
 import tinyvit_engine as tve
-from hf import assert_parity, engine_outputs, pixels, realistic_init, reference_outputs, save_checkpoint, v2_model
 
 RTOL = 2e-4  # issue 3 (and transformers' own V2 tests): rtol 2e-4, atol 2e-4 * max|reference|
 WIDTHS = [0.5, 1.0, 2.0, 0.75]  # the published widths, and one that is not
@@ -41,8 +41,9 @@ def test_odd_maps_keep_transformers_zero_row(converted):
     last = model(x, output_hidden_states=True).hidden_states[4]
     assert last.shape[-2:] == (7, 7)
     np.testing.assert_allclose(last[0, :, 6, :], last[0, :, 6, :1].repeat(7, axis=1), rtol=1e-6)
-    np.testing.assert_allclose(last, reference_outputs(torch_model, x)["hidden_states.4"], rtol=RTOL,
-                               atol=RTOL * float(np.abs(last).max()))
+    np.testing.assert_allclose(
+        last, reference_outputs(torch_model, x)["hidden_states.4"], rtol=RTOL, atol=RTOL * float(np.abs(last).max())
+    )
 
 
 def test_pytorch_model_bin_and_base_model(tmp_path):
@@ -73,10 +74,18 @@ def test_other_configs(tmp_path, extra):
 
 def test_hub_style_config(tmp_path):
     """Apple's Hub configs omit fields (the defaults apply) and carry ones v2 does not use (mlp_ratio)."""
-    config = {"model_type": "mobilevitv2", "architectures": ["MobileViTV2ForImageClassification"],
-              "width_multiplier": 0.5, "mlp_ratio": 2.0, "hidden_sizes": [1], "num_labels": 3, "torch_dtype": "float32"}
-    torch_model = realistic_init(transformers.MobileViTV2ForImageClassification(
-        transformers.MobileViTV2Config(**config)), seed=3)
+    config = {
+        "model_type": "mobilevitv2",
+        "architectures": ["MobileViTV2ForImageClassification"],
+        "width_multiplier": 0.5,
+        "mlp_ratio": 2.0,
+        "hidden_sizes": [1],
+        "num_labels": 3,
+        "torch_dtype": "float32",
+    }
+    torch_model = realistic_init(
+        transformers.MobileViTV2ForImageClassification(transformers.MobileViTV2Config(**config)), seed=3
+    )
     (tmp_path / "config.json").write_text(json.dumps(config))
     torch.save(torch_model.state_dict(), tmp_path / "pytorch_model.bin")
     x = pixels(1, 64, 64, seed=3)
@@ -86,6 +95,7 @@ def test_hub_style_config(tmp_path):
 
 
 def test_published_width_0_5_parameter_count():
-    model = transformers.MobileViTV2ForImageClassification(transformers.MobileViTV2Config(width_multiplier=0.5,
-                                                                                            num_labels=1000))
+    model = transformers.MobileViTV2ForImageClassification(
+        transformers.MobileViTV2Config(width_multiplier=0.5, num_labels=1000)
+    )
     assert sum(p.numel() for p in model.parameters()) == 1_370_593

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import transformers
+from hf import PREPROCESSOR, save_checkpoint, v1_model, v2_model
 from PIL import Image
 
 import tinyvit_engine as tve
-from hf import PREPROCESSOR, save_checkpoint, v1_model, v2_model
 
 PHOTOS = sorted(str(p) for p in (Path(__file__).parent / "data" / "images").glob("*.*") if p.suffix != ".md")
 
@@ -33,7 +33,7 @@ def test_classify_matches_the_pipeline(classifier):
     expected = hf_pipeline("image-classification", torch_model)(PHOTOS, top_k=5)
     got = model.classify(PHOTOS, top_k=5)
     assert len(got) == len(PHOTOS)
-    for g, e in zip(got, expected):
+    for g, e in zip(got, expected, strict=True):
         assert [x["label"] for x in g] == [x["label"] for x in e]
         np.testing.assert_allclose([x["score"] for x in g], [x["score"] for x in e], rtol=1e-4, atol=1e-6)
 
@@ -62,7 +62,7 @@ def test_segment_matches_the_pipeline(tmp_path, family):
     model = tve.load(save_checkpoint(torch_model, tmp_path))
     expected = hf_pipeline("image-segmentation", torch_model)(PHOTOS, subtask="semantic")
     got = model.segment(PHOTOS)
-    for path, g, e in zip(PHOTOS, got, expected):
+    for path, g, e in zip(PHOTOS, got, expected, strict=True):
         w, h = Image.open(path).size
         assert g["label_map"].shape == (h, w)
         e_maps = {s["label"]: np.asarray(s["mask"]) for s in e}

@@ -20,16 +20,34 @@ PHOTOS = sorted(p for p in IMAGES.iterdir() if p.suffix in (".png", ".jpg"))
 
 CONFIGS = {
     # apple/mobilevit-*: the modern form of the classification config
-    "classification": {"crop_size": {"height": 256, "width": 256}, "do_center_crop": True,
-                       "do_flip_channel_order": True, "do_rescale": True, "do_resize": True, "resample": 2,
-                       "rescale_factor": 0.00392156862745098, "size": {"shortest_edge": 288}},
+    "classification": {
+        "crop_size": {"height": 256, "width": 256},
+        "do_center_crop": True,
+        "do_flip_channel_order": True,
+        "do_rescale": True,
+        "do_resize": True,
+        "resample": 2,
+        "rescale_factor": 0.00392156862745098,
+        "size": {"shortest_edge": 288},
+    },
     # apple/deeplabv3-mobilevit-*
-    "segmentation": {"crop_size": {"height": 512, "width": 512}, "do_flip_channel_order": True, "resample": 2,
-                     "size": {"shortest_edge": 544}},
+    "segmentation": {
+        "crop_size": {"height": 512, "width": 512},
+        "do_flip_channel_order": True,
+        "resample": 2,
+        "size": {"shortest_edge": 544},
+    },
     "bicubic": {"size": {"shortest_edge": 301}, "crop_size": {"height": 255, "width": 257}, "resample": 3},
     # the Hub's legacy feature-extractor config, as apple/mobilevit-small ships it
-    "legacy": {"crop_size": 256, "do_center_crop": True, "do_flip_channels": True, "do_resize": True,
-               "feature_extractor_type": "MobileViTFeatureExtractor", "resample": 2, "size": 288},
+    "legacy": {
+        "crop_size": 256,
+        "do_center_crop": True,
+        "do_flip_channels": True,
+        "do_resize": True,
+        "feature_extractor_type": "MobileViTFeatureExtractor",
+        "resample": 2,
+        "size": 288,
+    },
     # crop larger than the resized image on both sides, odd padding: zeros, ceil on top/left
     "crop_pads": {"size": {"shortest_edge": 100}, "crop_size": {"height": 161, "width": 333}, "resample": 2},
     "class_defaults": {},
@@ -114,13 +132,24 @@ def test_legacy_flip_flag_false_is_honoured(photos):
     assert keep.do_flip_channel_order
 
 
-@pytest.mark.parametrize("config, key", [
-    ({"size": -5}, "size"), ({"size": {"shortest_edge": 0}}, "size"), ({"size": {"longest_edge": 5}}, "size"),
-    ({"size": True}, "size"), ({"size": 2.5}, "size"), ({"crop_size": {"shortest_edge": 5}}, "crop_size"),
-    ({"crop_size": [256, -1]}, "crop_size"), ({"resample": 9}, "resample"), ({"resample": "bilinear"}, "resample"),
-    ({"do_resize": "yes"}, "do_resize"), ({"do_flip_channels": 1}, "do_flip_channel_order"),
-    ({"rescale_factor": -1.0}, "rescale_factor"), ({"rescale_factor": "x"}, "rescale_factor"),
-])
+@pytest.mark.parametrize(
+    "config, key",
+    [
+        ({"size": -5}, "size"),
+        ({"size": {"shortest_edge": 0}}, "size"),
+        ({"size": {"longest_edge": 5}}, "size"),
+        ({"size": True}, "size"),
+        ({"size": 2.5}, "size"),
+        ({"crop_size": {"shortest_edge": 5}}, "crop_size"),
+        ({"crop_size": [256, -1]}, "crop_size"),
+        ({"resample": 9}, "resample"),
+        ({"resample": "bilinear"}, "resample"),
+        ({"do_resize": "yes"}, "do_resize"),
+        ({"do_flip_channels": 1}, "do_flip_channel_order"),
+        ({"rescale_factor": -1.0}, "rescale_factor"),
+        ({"rescale_factor": "x"}, "rescale_factor"),
+    ],
+)
 def test_bad_config_values_name_the_key(config, key):
     with pytest.raises(UnsupportedConfigError, match=rf"^preprocessor config: {key} must be"):
         MobileViTImageProcessor.from_dict(config)
@@ -143,9 +172,14 @@ def _modes(photo: Image.Image) -> dict[str, Image.Image]:
     rgba, la = photo.copy(), photo.convert("LA")
     rgba.putalpha(alpha)
     la.putalpha(alpha)
-    return {"L": photo.convert("L"), "LA": la, "RGBA": rgba, "CMYK": photo.convert("CMYK"),
-            "P": photo.convert("P", palette=Image.Palette.ADAPTIVE),
-            "I;16": Image.fromarray((gray.astype(np.uint16) * rng.integers(1, 258)).astype(np.uint16))}
+    return {
+        "L": photo.convert("L"),
+        "LA": la,
+        "RGBA": rgba,
+        "CMYK": photo.convert("CMYK"),
+        "P": photo.convert("P", palette=Image.Palette.ADAPTIVE),
+        "I;16": Image.fromarray((gray.astype(np.uint16) * rng.integers(1, 258)).astype(np.uint16)),
+    }
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16"])

@@ -39,6 +39,7 @@ def rand(rng: np.random.Generator, *shape: int, scale: float = 1.0) -> np.ndarra
 
 # --- valid calls: (op, positional args), fresh random data from a drawn seed ----------------------------------------
 
+
 @st.composite
 def conv_call(draw, depthwise: bool = False):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
@@ -57,8 +58,11 @@ def conv_call(draw, depthwise: bool = False):
 @st.composite
 def linear_call(draw, pointwise: bool = False):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    lead = (draw(st.integers(1, 2)), draw(st.integers(1, 5)), draw(st.integers(1, 5))) if pointwise \
-        else (draw(st.integers(1, 13)),)  # rows not a multiple of the kernel's 4-row blocks included
+    lead = (
+        (draw(st.integers(1, 2)), draw(st.integers(1, 5)), draw(st.integers(1, 5)))
+        if pointwise
+        else (draw(st.integers(1, 13)),)
+    )  # rows not a multiple of the kernel's 4-row blocks included
     K, N = draw(st.integers(1, 16)), draw(st.integers(1, 16))
     x, w = rand(rng, *lead, K), rand(rng, K, N)
     bias = draw(st.sampled_from([None, rand(rng, N)]))
@@ -158,17 +162,24 @@ def test_every_kernel_is_drawn():
 
 # per op: (argument index, axis) pairs that must agree with another argument, so that growing one by 1 is an error
 LINKED = {
-    "conv2d": [(0, 3), (2, 0)], "depthwise_conv2d": [(0, 3), (1, 2), (2, 0)],
+    "conv2d": [(0, 3), (2, 0)],
+    "depthwise_conv2d": [(0, 3), (1, 2), (2, 0)],
     "pointwise_conv2d": [(0, 3), (1, 0), (2, 0), (4, 0), (4, 1), (4, 2), (4, 3)],
-    "linear": [(0, 1), (1, 0), (2, 0), (4, 0), (4, 1)], "layer_norm": [(0, 1), (1, 0), (2, 0)],
-    "group_norm": [(0, 2), (1, 0), (2, 0)], "attention": [(0, 2)], "linear_attention": [(0, 2)], "fold": [(0, 1)],
+    "linear": [(0, 1), (1, 0), (2, 0), (4, 0), (4, 1)],
+    "layer_norm": [(0, 1), (1, 0), (2, 0)],
+    "group_norm": [(0, 2), (1, 0), (2, 0)],
+    "attention": [(0, 2)],
+    "linear_attention": [(0, 2)],
+    "fold": [(0, 1)],
 }
 # per op: (argument index, values it must refuse)
 SCALARS = {
     "conv2d": [(3, [0, -1, 1.5]), (4, [-1, 0.5]), (5, [0, -2, 2.0])],
     "depthwise_conv2d": [(3, [0, -1, 1.5]), (4, [-1, 0.5]), (5, [0, -2, 2.0])],
-    "attention": [(1, [0, -1])], "unfold": [(1, [0, -1, 1.5]), (2, [0, 2.5])],
-    "fold": [(1, [0, -2]), (2, [1.5]), (3, [0, -1]), (4, [0, 3.0])], "resize_bilinear": [(1, [0, -3, 2.5]), (2, [0])],
+    "attention": [(1, [0, -1])],
+    "unfold": [(1, [0, -1, 1.5]), (2, [0, 2.5])],
+    "fold": [(1, [0, -2]), (2, [1.5]), (3, [0, -1]), (4, [0, 3.0])],
+    "resize_bilinear": [(1, [0, -3, 2.5]), (2, [0])],
 }
 
 
@@ -228,11 +239,14 @@ def invalid_arguments_raise(call):
 
 def test_invalid_arguments_raise_instead_of_crashing():
     """Drawn in a fresh interpreter: a bad argument that reached a kernel would crash that interpreter, not pytest."""
-    code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_properties as t; " \
-           "t.invalid_arguments_raise(); print('ok')"
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_properties as t; "
+        "t.invalid_arguments_raise(); print('ok')"
+    )
     r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), f"exit {r.returncode}\n{r.stdout[-3000:]}" \
-                                                                     f"\n{r.stderr[-3000:]}"
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), (
+        f"exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    )
 
 
 # --- the weights loader ---------------------------------------------------------------------------------------------
@@ -275,8 +289,14 @@ def test_truncation(scratch, at):
     assert load_or_refuse(scratch, GOOD[:at]) is None
 
 
-JSON_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=5),
-                        st.lists(st.integers(-5, 2**40), max_size=3))
+JSON_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(),
+    st.text(max_size=5),
+    st.lists(st.integers(-5, 2**40), max_size=3),
+)
 
 
 @st.composite
@@ -292,8 +312,9 @@ def header_edit(draw):
     elif field == "data_offsets":
         begin, end = entry["data_offsets"]
         delta = st.integers(-64, 64) | st.integers(-(2**64), 2**64)
-        entry["data_offsets"] = draw(st.one_of(st.just([begin + draw(delta), end]), st.just([begin, end + draw(delta)]),
-                                               JSON_VALUES))
+        entry["data_offsets"] = draw(
+            st.one_of(st.just([begin + draw(delta), end]), st.just([begin, end + draw(delta)]), JSON_VALUES)
+        )
     elif field == "delete":
         del entry[draw(st.sampled_from(sorted(entry)))]
     elif field == "entry":

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
+from hf import assert_parity, engine_outputs, pixels, reference_outputs, save_checkpoint, v1_model, v2_model
 
 import tinyvit_engine as tve
-from hf import assert_parity, engine_outputs, pixels, reference_outputs, save_checkpoint, v1_model, v2_model
 
 # Apple's published DeepLabV3 configs: output stride 16, 21 Pascal VOC labels; ASPP 256 (v1) / 512 (v2)
 V1_DEEPLAB = dict(output_stride=16, num_labels=21, aspp_out_channels=256, task="segmentation")
@@ -32,8 +31,9 @@ def check(tmp_path, torch_model, rtol, x):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family, name", [("v1", "xx-small"), ("v1", "x-small"), ("v1", "small"), ("v2", 1.0),
-                                          ("v2", 1.5)])
+@pytest.mark.parametrize(
+    "family, name", [("v1", "xx-small"), ("v1", "x-small"), ("v1", "small"), ("v2", 1.0), ("v2", 1.5)]
+)
 def test_published_configs_at_512(tmp_path, family, name):
     torch_model, rtol = segmenter(family, name, seed=1)
     got, ref = check(tmp_path, torch_model, rtol, pixels(1, 512, 512, seed=1))
@@ -68,7 +68,7 @@ def test_post_processing_matches_transformers(tmp_path, targets):
 
     expected = MobileViTImageProcessor().post_process_semantic_segmentation(Out(), target_sizes=targets)
     maps = tve.post_process_semantic_segmentation(got, targets)
-    for m, e in zip(maps, expected):
+    for m, e in zip(maps, expected, strict=True):
         e = e.numpy()
         assert m.shape == e.shape
         assert (m == e).mean() >= 0.999  # exact ties between classes may flip

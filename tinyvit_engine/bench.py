@@ -11,8 +11,9 @@ the cores another is timed on), with its thread count set alike: NUMBA_NUM_THREA
 OPENBLAS_NUM_THREADS / MKL_NUM_THREADS in the worker's environment, plus torch.set_num_threads and ONNX Runtime's
 intra_op_num_threads. The workers first compute one output each, which is validated against PyTorch; then, after
 warm-up, they are timed in interleaved rounds (engine, torch, ORT, engine, ...), so a busy moment of the machine
-hits all three alike, with a pause between contenders so that no thread pool is still spinning, and one untimed run at the start of each
-block so that every contender is timed in its steady state. Reported: median and the 10-90% spread of single-inference wall times, and the ratios.
+hits all three alike, with a pause between contenders so that no thread pool is still spinning, and one untimed run
+at the start of each block so that every contender is timed in its steady state. Reported: median and the 10-90%
+spread of single-inference wall times, and the ratios.
 Weights are real-scale random weights (tinyvit_engine.reference), never transformers' default init, whose tiny
 activations turn fp32 arithmetic into denormal arithmetic. Cold start and peak RSS run fresh `python` processes.
 
@@ -25,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,8 +55,9 @@ MODELS = {
     "mobilevitv2-0.5": Spec("v2", "0.5", "classification", 256),
     "mobilevitv2-1.0": Spec("v2", "1.0", "classification", 256),
     "deeplabv3-mobilevit-xx-small": Spec("v1", "xx-small", "segmentation", 512, (("output_stride", 16),)),
-    "deeplabv3-mobilevitv2-1.0": Spec("v2", "1.0", "segmentation", 512,
-                                      (("output_stride", 16), ("aspp_out_channels", 512))),
+    "deeplabv3-mobilevitv2-1.0": Spec(
+        "v2", "1.0", "segmentation", 512, (("output_stride", 16), ("aspp_out_channels", 512))
+    ),
 }
 
 
@@ -65,8 +66,11 @@ def prepare(name: str, batch: int, workdir: Path) -> dict[str, str]:
     """Checkpoint directory, engine file and ONNX export of one model (made once, reused across runs)."""
     spec = MODELS[name]
     root = workdir / name
-    paths = {"checkpoint": str(root / "hf"), "engine": str(root / "engine.safetensors"),
-             "onnx": str(root / f"model-b{batch}.onnx")}
+    paths = {
+        "checkpoint": str(root / "hf"),
+        "engine": str(root / "engine.safetensors"),
+        "onnx": str(root / f"model-b{batch}.onnx"),
+    }
     if not Path(paths["engine"]).exists() or not Path(paths["onnx"]).exists():
         import torch
 
@@ -82,8 +86,15 @@ def prepare(name: str, batch: int, workdir: Path) -> dict[str, str]:
             convert(paths["checkpoint"], paths["engine"])
         x = torch.rand(batch, 3, spec.size, spec.size)
         # the torch.export-based exporter handles v2's nn.functional.fold, which the TorchScript one cannot
-        torch.onnx.export(model, (x,), paths["onnx"], input_names=["pixel_values"], output_names=["logits"],
-                          dynamo=True, verbose=False)
+        torch.onnx.export(
+            model,
+            (x,),
+            paths["onnx"],
+            input_names=["pixel_values"],
+            output_names=["logits"],
+            dynamo=True,
+            verbose=False,
+        )
     return paths
 
 
@@ -151,8 +162,13 @@ class Worker:
         env = {**os.environ, "TINYVIT_BENCH_THREADS": str(threads)}
         for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = str(threads)
-        self.proc = subprocess.Popen([sys.executable, "-m", "tinyvit_engine.bench", "--worker", kind], env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tinyvit_engine.bench", "--worker", kind],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
 
     def ask(self, **cmd) -> dict:
         self.proc.stdin.write(json.dumps(cmd) + "\n")
@@ -168,8 +184,16 @@ class Worker:
 
 
 # --------------------------------------------------------------------------------------------------- measuring
-def measure(name: str, batch: int, threads: int, workdir: Path, warmup: int, rounds: int, per_round: int,
-            contenders: tuple[str, ...]) -> dict:
+def measure(
+    name: str,
+    batch: int,
+    threads: int,
+    workdir: Path,
+    warmup: int,
+    rounds: int,
+    per_round: int,
+    contenders: tuple[str, ...],
+) -> dict:
     """Validate, then time every contender in interleaved rounds."""
     paths = prepare(name, batch, workdir)
     workers = {k: Worker(k, threads) for k in contenders}
@@ -203,7 +227,7 @@ def measure(name: str, batch: int, threads: int, workdir: Path, warmup: int, rou
 
 def cold_start(engine_file: str, image: str) -> dict:
     """import + load + first classification in a fresh process: with an empty Numba cache, then a warm one."""
-    code = ("import tinyvit_engine as tve; m = tve.load({!r}); m.classify({!r})").format(engine_file, image)
+    code = f"import tinyvit_engine as tve; m = tve.load({engine_file!r}); m.classify({image!r})"
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "NUMBA_CACHE_DIR": cache}
         result = {}
@@ -218,8 +242,10 @@ def peak_rss(engine_file: str, image: str) -> float:
     """Peak resident memory (MB) of `tinyvit classify` on one image, in a process that runs nothing else (with a warm
     Numba cache: compiling takes LLVM's memory too, about 45 MB more)."""
     tinyvit = str(Path(sys.executable).with_name("tinyvit"))
-    code = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
-            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    code = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
     command = [tinyvit, "classify", image, "--model", engine_file]
     subprocess.run(command, check=True, capture_output=True)  # once first, so Numba's cache is warm, as in use
     out = subprocess.run([sys.executable, "-c", code, *command], capture_output=True, text=True, check=True)
@@ -244,7 +270,13 @@ def profile(name: str, workdir: Path, batch: int, runs: int = 20) -> None:
         kind = node.op
         if node.op == "conv":
             a = node.attrs
-            kind = "depthwise conv" if a.depthwise else "pointwise conv" if a.kernel == 1 else f"conv {a.kernel}x{a.kernel}"
+            kind = (
+                "depthwise conv"
+                if a.depthwise
+                else "pointwise conv"
+                if a.kernel == 1
+                else f"conv {a.kernel}x{a.kernel}"
+            )
         by_op[kind] = by_op.get(kind, 0.0) + t / runs
     total = sum(by_op.values())
     print(f"{name}, batch {batch}: {total * 1e3:.2f} ms in {len(nodes)} nodes")
@@ -272,15 +304,19 @@ def machine() -> str:
 
 
 def table(results: list[dict]) -> str:
-    head = ("| model | batch | threads | engine ms | PyTorch ms | ORT ms | engine/PyTorch | engine/ORT |\n"
-            "|---|---|---|---|---|---|---|---|")
+    head = (
+        "| model | batch | threads | engine ms | PyTorch ms | ORT ms | engine/PyTorch | engine/ORT |\n"
+        "|---|---|---|---|---|---|---|---|"
+    )
     rows = []
     for r in results:
         e = r["engine"]["median"]
         cell = {k: f"{r[k]['median']:.1f} ({r[k]['p10']:.1f}-{r[k]['p90']:.1f})" if k in r else "-" for k in CONTENDERS}
         ratio = {k: f"{e / r[k]['median']:.2f}" if k in r else "-" for k in ("torch", "ort")}
-        rows.append(f"| {r['model']} | {r['batch']} | {r['threads']} | {cell['engine']} | {cell['torch']} | "
-                    f"{cell['ort']} | {ratio['torch']} | {ratio['ort']} |")
+        rows.append(
+            f"| {r['model']} | {r['batch']} | {r['threads']} | {cell['engine']} | {cell['torch']} | "
+            f"{cell['ort']} | {ratio['torch']} | {ratio['ort']} |"
+        )
     return "\n".join([head, *rows])
 
 
@@ -324,18 +360,21 @@ def main(argv: list[str] | None = None) -> None:
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(image)
     cold = cold_start(engine_file, image)
     rss = peak_rss(engine_file, image)
-    report = "\n".join([
-        f"Machine: {machine()}",
-        "Threads: NUMBA/OMP/OPENBLAS/MKL_NUM_THREADS, torch.set_num_threads and ORT intra_op_num_threads, per worker.",
-        f"Median (10-90% spread) of single-inference wall times over {args.rounds * args.per_round} runs per "
-        f"contender after {args.warmup} warm-up runs, interleaved in {args.rounds} rounds.",
-        "",
-        table(results),
-        "",
-        f"Cold start of mobilevit-xx-small (fresh process: import + load + first classify of a 640x480 image): "
-        f"{cold['empty_cache_s']:.2f} s with an empty Numba cache, {cold['warm_cache_s']:.2f} s with a warm one.",
-        f"Peak RSS of `tinyvit classify` on mobilevit-xx-small: {rss:.0f} MB.",
-    ])
+    report = "\n".join(
+        [
+            f"Machine: {machine()}",
+            "Threads: NUMBA/OMP/OPENBLAS/MKL_NUM_THREADS, torch.set_num_threads and ORT intra_op_num_threads, "
+            "per worker.",
+            f"Median (10-90% spread) of single-inference wall times over {args.rounds * args.per_round} runs per "
+            f"contender after {args.warmup} warm-up runs, interleaved in {args.rounds} rounds.",
+            "",
+            table(results),
+            "",
+            f"Cold start of mobilevit-xx-small (fresh process: import + load + first classify of a 640x480 image): "
+            f"{cold['empty_cache_s']:.2f} s with an empty Numba cache, {cold['warm_cache_s']:.2f} s with a warm one.",
+            f"Peak RSS of `tinyvit classify` on mobilevit-xx-small: {rss:.0f} MB.",
+        ]
+    )
     print()
     print(report)
     if args.markdown:

@@ -48,32 +48,53 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, run, help: str, example: str) -> argparse.ArgumentParser:
-        c = sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        c = sub.add_parser(
+            name,
+            help=help,
+            description=help,
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
         c.set_defaults(run=run)
         return c
 
-    c = command("convert", run_convert, "convert a transformers checkpoint into one engine weights file",
-                "tinyvit convert path/to/mobilevit-xx-small -o mobilevit-xx-small.safetensors")
+    c = command(
+        "convert",
+        run_convert,
+        "convert a transformers checkpoint into one engine weights file",
+        "tinyvit convert path/to/mobilevit-xx-small -o mobilevit-xx-small.safetensors",
+    )
     c.add_argument("src", help="a checkpoint directory, or a Hub id such as apple/mobilevit-xx-small")
     c.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
 
-    c = command("classify", run_classify, "print the top labels of each image",
-                "tinyvit classify photo.jpg photos/ --model mobilevit-xx-small.safetensors --top-k 3")
+    c = command(
+        "classify",
+        run_classify,
+        "print the top labels of each image",
+        "tinyvit classify photo.jpg photos/ --model mobilevit-xx-small.safetensors --top-k 3",
+    )
     c.add_argument("images", nargs="+", help="image files or directories (walked for images)")
     c.add_argument("--model", help="engine weights file or checkpoint directory (default: the demo digits classifier)")
     c.add_argument("--top-k", type=int, default=5, help="labels per image (default 5)")
     c.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
 
-    c = command("segment", run_segment, "write a label map and an overlay per image; print each label's share",
-                "tinyvit segment photo.jpg --model deeplabv3-mobilevit-xx-small.safetensors -o out/")
+    c = command(
+        "segment",
+        run_segment,
+        "write a label map and an overlay per image; print each label's share",
+        "tinyvit segment photo.jpg --model deeplabv3-mobilevit-xx-small.safetensors -o out/",
+    )
     c.add_argument("images", nargs="+", help="image files or directories (walked for images)")
     c.add_argument("--model", help="engine weights file or checkpoint directory (default: the demo digits segmenter)")
     c.add_argument("-o", "--output", required=True, help="directory for <name>.labels.png and <name>.overlay.png")
 
-    c = command("info", run_info, "describe a weights file or checkpoint: family, task, size, labels",
-                "tinyvit info mobilevit-xx-small.safetensors")
+    c = command(
+        "info",
+        run_info,
+        "describe a weights file or checkpoint: family, task, size, labels",
+        "tinyvit info mobilevit-xx-small.safetensors",
+    )
     c.add_argument("model", help="engine weights file or checkpoint directory")
     return p
 
@@ -96,14 +117,17 @@ def _download(repo_id: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
-        raise CliError(f"{repo_id} looks like a Hub id, but huggingface_hub is not installed "
-                       f"(pip install 'tinyvit-engine[hub]'); {hint}") from None
+        raise CliError(
+            f"{repo_id} looks like a Hub id, but huggingface_hub is not installed "
+            f"(pip install 'tinyvit-engine[hub]'); {hint}"
+        ) from None
     patterns = ["config.json", "preprocessor_config.json", "model.safetensors*", "pytorch_model.bin*"]
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except Exception as e:  # huggingface_hub raises many types for offline, missing and private repos
-        raise CliError(f"could not fetch {repo_id} from the Hub ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-                       f"{hint}") from None
+        raise CliError(
+            f"could not fetch {repo_id} from the Hub ({type(e).__name__}: {str(e).splitlines()[0][:120]}); {hint}"
+        ) from None
 
 
 def _load(path: str | None, command: str | None = None):
@@ -147,7 +171,7 @@ def _batches(files: list[Path]):
 def run_classify(args) -> None:
     model = _load(args.model, "classify")
     for batch in _batches(_images(args.images)):
-        for path, top in zip(batch, model.classify([str(p) for p in batch], top_k=args.top_k)):
+        for path, top in zip(batch, model.classify([str(p) for p in batch], top_k=args.top_k), strict=True):
             if args.json:
                 print(json.dumps({"image": str(path), "labels": top}))
             else:
@@ -178,7 +202,7 @@ def run_segment(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     colors = palette()
     for batch in _batches(_images(args.images)):
-        for path, result in zip(batch, model.segment([str(p) for p in batch])):
+        for path, result in zip(batch, model.segment([str(p) for p in batch]), strict=True):
             label_map = result["label_map"]
             labels = Image.fromarray(label_map.astype(np.uint8), mode="P")
             labels.putpalette(colors.tobytes())
@@ -187,8 +211,11 @@ def run_segment(args) -> None:
             overlay = np.where(label_map[..., None] > 0, 0.4 * photo + 0.6 * colors[label_map], photo)
             Image.fromarray(overlay.round().astype(np.uint8)).save(out / f"{path.stem}.overlay.png")
             counts = np.bincount(label_map.ravel(), minlength=model.config.num_labels)
-            shares = ", ".join(f"{model.config.id2label[k]} {100 * c / label_map.size:.1f}%"
-                               for k, c in sorted(enumerate(counts), key=lambda kc: -kc[1]) if c)
+            shares = ", ".join(
+                f"{model.config.id2label[k]} {100 * c / label_map.size:.1f}%"
+                for k, c in sorted(enumerate(counts), key=lambda kc: -kc[1])
+                if c
+            )
             print(f"{path}: {shares}")
 
 
@@ -196,7 +223,9 @@ def run_info(args) -> None:
     model = _load(args.model)
     cfg = model.config
     path = Path(args.model)
-    version = f"{weights_file.FORMAT} v{weights_file.VERSION}" if path.is_file() else "transformers checkpoint directory"
+    version = (
+        f"{weights_file.FORMAT} v{weights_file.VERSION}" if path.is_file() else "transformers checkpoint directory"
+    )
     crop = (model.preprocessor_config or {}).get("crop_size", cfg.image_size)
     labels = list(cfg.id2label.values())
     print(f"model: {path}")

@@ -60,7 +60,9 @@ class MobileViTConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MobileViTConfig:
-        _require(d.get("model_type", cls.model_type) == cls.model_type, "model_type", d.get("model_type"), cls.model_type)
+        _require(
+            d.get("model_type", cls.model_type) == cls.model_type, "model_type", d.get("model_type"), cls.model_type
+        )
         values = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
         values["id2label"] = _id2label(d)
         values["architecture"] = _architecture(d, cls.class_prefix)
@@ -72,7 +74,11 @@ class MobileViTConfig:
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("id2label", "architecture")}
+        d = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("id2label", "architecture")
+        }
         d = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
         return {
             "model_type": self.model_type,
@@ -89,10 +95,18 @@ class MobileViTConfig:
             _positive_int("a channel count", c)
         _positive_int("num_attention_heads", self.num_attention_heads)
         for h in self.hidden_sizes:
-            _require(h % self.num_attention_heads == 0, "hidden_sizes", self.hidden_sizes,
-                     f"multiples of num_attention_heads={self.num_attention_heads}")
-        _require(_number(self.mlp_ratio) and int(min(self.hidden_sizes) * self.mlp_ratio) >= 1,
-                 "mlp_ratio", self.mlp_ratio, "a ratio giving at least one FFN unit")
+            _require(
+                h % self.num_attention_heads == 0,
+                "hidden_sizes",
+                self.hidden_sizes,
+                f"multiples of num_attention_heads={self.num_attention_heads}",
+            )
+        _require(
+            _number(self.mlp_ratio) and int(min(self.hidden_sizes) * self.mlp_ratio) >= 1,
+            "mlp_ratio",
+            self.mlp_ratio,
+            "a ratio giving at least one FFN unit",
+        )
         _require(isinstance(self.qkv_bias, bool), "qkv_bias", self.qkv_bias, "true or false")
 
     def _validate_common(self) -> None:
@@ -101,8 +115,12 @@ class MobileViTConfig:
         _positive_int("conv_kernel_size", self.conv_kernel_size)
         _require(self.hidden_act in ACTIVATIONS, "hidden_act", self.hidden_act, f"one of {ACTIVATIONS}")
         _require(_number(self.expand_ratio) and self.expand_ratio > 0, "expand_ratio", self.expand_ratio, "> 0")
-        _require(_number(self.layer_norm_eps) and 0 < self.layer_norm_eps < math.inf, "layer_norm_eps",
-                 self.layer_norm_eps, "a finite number > 0")
+        _require(
+            _number(self.layer_norm_eps) and 0 < self.layer_norm_eps < math.inf,
+            "layer_norm_eps",
+            self.layer_norm_eps,
+            "a finite number > 0",
+        )
         _require(self.problem_type in PROBLEM_TYPES, "problem_type", self.problem_type, f"one of {PROBLEM_TYPES}")
         _require(isinstance(self.output_stride, int), "output_stride", self.output_stride, "an integer")
         if self.task == "semantic-segmentation":
@@ -139,8 +157,12 @@ class MobileViTV2Config(MobileViTConfig):
         self._validate_common()
         _require(len(self.n_attn_blocks) == 3, "n_attn_blocks", self.n_attn_blocks, "3 counts")
         _require(len(self.base_attn_unit_dims) == 3, "base_attn_unit_dims", self.base_attn_unit_dims, "3 widths")
-        _require(_number(self.width_multiplier) and self.width_multiplier > 0, "width_multiplier",
-                 self.width_multiplier, "> 0")
+        _require(
+            _number(self.width_multiplier) and self.width_multiplier > 0,
+            "width_multiplier",
+            self.width_multiplier,
+            "> 0",
+        )
         _require(_number(self.ffn_multiplier) and self.ffn_multiplier > 0, "ffn_multiplier", self.ffn_multiplier, "> 0")
 
 
@@ -151,7 +173,9 @@ def parse_config(d: dict[str, Any]) -> MobileViTConfig:
     families = {c.model_type: c for c in (MobileViTConfig, MobileViTV2Config)}
     model_type = d.get("model_type")
     if model_type not in families:
-        raise UnsupportedConfigError(f"config: model_type {model_type!r} is not supported; supported: {sorted(families)}")
+        raise UnsupportedConfigError(
+            f"config: model_type {model_type!r} is not supported; supported: {sorted(families)}"
+        )
     return families[model_type].from_dict(d)
 
 
@@ -168,7 +192,9 @@ def _id2label(d: dict[str, Any]) -> dict[int, str]:
         try:
             labels = {int(k): str(v) for k, v in d["id2label"].items()}
         except (AttributeError, TypeError, ValueError):
-            raise UnsupportedConfigError(f"config: id2label must map class indices to names, got {d['id2label']!r:.80}")
+            raise UnsupportedConfigError(
+                f"config: id2label must map class indices to names, got {d['id2label']!r:.80}"
+            ) from None
         _require(sorted(labels) == list(range(len(labels))), "id2label", sorted(labels)[:5], "keys 0..num_labels-1")
         return labels
     n = d.get("num_labels", 2)

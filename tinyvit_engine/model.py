@@ -31,16 +31,23 @@ class ModelOutput:
 
 
 class Model:
-    def __init__(self, config: dict[str, Any], tensors: dict[str, np.ndarray], preprocessor: dict[str, Any] | None,
-                 source: str = "weights", reference: bool = False) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        tensors: dict[str, np.ndarray],
+        preprocessor: dict[str, Any] | None,
+        source: str = "weights",
+        reference: bool = False,
+    ) -> None:
         self.config = parse_config(config)
         self.preprocessor_config = preprocessor
         self.graph = build(self.config)
         check_params(self.graph, tensors, source)
         self.executor = Executor(self.graph, tensors, reference=reference)
 
-    def __call__(self, pixel_values: np.ndarray, output_hidden_states: bool = False,
-                 timings: dict[str, float] | None = None) -> ModelOutput:
+    def __call__(
+        self, pixel_values: np.ndarray, output_hidden_states: bool = False, timings: dict[str, float] | None = None
+    ) -> ModelOutput:
         """Run the model on pixel_values (B, C, H, W), as the transformers model's forward does."""
         x = _channels_last(pixel_values, self.config.num_channels)
         outputs = self.graph.outputs
@@ -48,19 +55,21 @@ class Model:
         if output_hidden_states:
             wanted |= set(outputs["hidden_states"])
         env = self.executor.run(x, wanted, timings)
-        out = ModelOutput(**{key: _transformers_layout(env[name]) for key, name in outputs.items()
-                             if key != "hidden_states"})
+        out = ModelOutput(
+            **{key: _transformers_layout(env[name]) for key, name in outputs.items() if key != "hidden_states"}
+        )
         if output_hidden_states:
             out.hidden_states = tuple(_transformers_layout(env[n]) for n in outputs["hidden_states"])
         return out
-
 
     @cached_property
     def processor(self) -> MobileViTImageProcessor:
         """The image processor the checkpoint's preprocessor_config.json describes."""
         if self.preprocessor_config is None:
-            raise WeightsFormatError("this model carries no preprocessor config; build a MobileViTImageProcessor "
-                                     "yourself and pass pixel_values to the model")
+            raise WeightsFormatError(
+                "this model carries no preprocessor config; build a MobileViTImageProcessor "
+                "yourself and pass pixel_values to the model"
+            )
         return MobileViTImageProcessor.from_dict(self.preprocessor_config)
 
     def classify(self, images, top_k: int = 5):
@@ -97,8 +106,10 @@ def _channels_last(pixel_values: Any, channels: int) -> np.ndarray:
     """
     x = pixel_values
     if not isinstance(x, np.ndarray):
-        raise InputError(f"pixel_values: expected a numpy array (B, C, H, W), got {type(x).__name__}; pass "
-                         "np.asarray(...) of it, or make pixel_values with model.processor(images)")
+        raise InputError(
+            f"pixel_values: expected a numpy array (B, C, H, W), got {type(x).__name__}; pass "
+            "np.asarray(...) of it, or make pixel_values with model.processor(images)"
+        )
     if x.ndim != 4:
         raise InputError(f"pixel_values: expected 4 dimensions (batch, channels, height, width), got shape {x.shape}")
     if x.shape[1] != channels:
@@ -106,14 +117,17 @@ def _channels_last(pixel_values: Any, channels: int) -> np.ndarray:
     if 0 in x.shape:
         raise InputError(f"pixel_values: empty array of shape {x.shape} (an empty batch or a zero height or width)")
     if x.dtype.kind != "f":
-        raise InputError(f"pixel_values: expected a floating-point array, got {x.dtype}; model.processor(images) "
-                         "makes float32 pixel_values in [0, 1]")
+        raise InputError(
+            f"pixel_values: expected a floating-point array, got {x.dtype}; model.processor(images) "
+            "makes float32 pixel_values in [0, 1]"
+        )
     # always a fresh array: the user's may be read-only, strided or shared
     with np.errstate(over="ignore"):
         out = np.array(x.transpose(0, 2, 3, 1), dtype=np.float32, order="C")
     if not np.isfinite(out).all():
-        raise InputError(f"pixel_values: {out.size - int(np.isfinite(out).sum())} value(s) are NaN or infinite "
-                         "(or overflow float32)")
+        raise InputError(
+            f"pixel_values: {out.size - int(np.isfinite(out).sum())} value(s) are NaN or infinite (or overflow float32)"
+        )
     return out
 
 

@@ -55,8 +55,9 @@ def linear_attention(k, node, params, qkv):
 def group_norm(k, node, params, x):
     # one group: statistics over everything but the batch axis
     a = node.attrs
-    out = k.group_norm(x.reshape(x.shape[0], -1, a.channels), params[node.name + ".weight"], params[node.name + ".bias"],
-                       a.eps)
+    out = k.group_norm(
+        x.reshape(x.shape[0], -1, a.channels), params[node.name + ".weight"], params[node.name + ".bias"], a.eps
+    )
     return out.reshape(x.shape)
 
 

@@ -56,8 +56,11 @@ def segment(model, images: Any) -> Any:
     results = []
     for label_map in maps:
         segments = [
-            {"score": None, "label": model.config.id2label[int(k)],
-             "mask": Image.fromarray(((label_map == k) * 255).astype(np.uint8), mode="L")}
+            {
+                "score": None,
+                "label": model.config.id2label[int(k)],
+                "mask": Image.fromarray(((label_map == k) * 255).astype(np.uint8), mode="L"),
+            }
             for k in np.unique(label_map)
         ]
         results.append({"label_map": label_map, "segments": segments})

@@ -19,13 +19,15 @@ def post_process_semantic_segmentation(
     argmax over classes is taken (ties go to the lowest class index); with no target sizes, at logits resolution.
     """
     if not isinstance(logits, np.ndarray) or logits.ndim != 4:
-        raise InputError(f"logits: expected a (batch, classes, height, width) array, got {getattr(logits, 'shape', logits)!r:.60}")
+        raise InputError(
+            f"logits: expected a (batch, classes, height, width) array, got {getattr(logits, 'shape', logits)!r:.60}"
+        )
     if target_sizes is None:
         return [m for m in logits.argmax(axis=1)]
     if len(target_sizes) != len(logits):
         raise InputError(f"target_sizes: {len(target_sizes)} sizes for a batch of {len(logits)} logits maps")
     maps = []
-    for one, (h, w) in zip(logits, target_sizes):
+    for one, (h, w) in zip(logits, target_sizes, strict=True):
         x = np.ascontiguousarray(one.transpose(1, 2, 0)[None], dtype=np.float32)  # (1, h, w, K)
         maps.append(kernels.FAST.resize_bilinear(x, int(h), int(w))[0].argmax(axis=-1))
     return maps

@@ -60,8 +60,9 @@ def _from_array(a: np.ndarray) -> Image.Image:
         raise InputError(f"image array must be uint8 (H, W) or (H, W, C), got dtype {a.dtype}")
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 3, 4))) or 0 in a.shape:
         raise InputError(f"image array must be (H, W) or (H, W, C) with C in 1, 3, 4, got shape {a.shape}")
-    return _to_rgb(Image.fromarray(np.ascontiguousarray(a[..., 0] if a.ndim == 3 and a.shape[2] == 1 else a)),
-                   "<array>")
+    return _to_rgb(
+        Image.fromarray(np.ascontiguousarray(a[..., 0] if a.ndim == 3 and a.shape[2] == 1 else a)), "<array>"
+    )
 
 
 def _bad(key: str, want: str, got: Any) -> UnsupportedConfigError:
@@ -118,8 +119,20 @@ class MobileViTImageProcessor:
     def from_dict(cls, d: dict) -> MobileViTImageProcessor:
         """From a preprocessor_config.json dict, legacy keys (int size, do_flip_channels) included."""
         d = {k: v for k, v in d.items() if v is not None}  # null: the default (transformers fails at call time)
-        kw: dict[str, Any] = {k: d[k] for k in ("do_resize", "size", "resample", "do_rescale", "rescale_factor",
-                                                 "do_center_crop", "crop_size", "do_flip_channel_order") if k in d}
+        kw: dict[str, Any] = {
+            k: d[k]
+            for k in (
+                "do_resize",
+                "size",
+                "resample",
+                "do_rescale",
+                "rescale_factor",
+                "do_center_crop",
+                "crop_size",
+                "do_flip_channel_order",
+            )
+            if k in d
+        }
         # the old feature-extractor name of the flip flag (transformers 5 ignores it; it is true on the Hub)
         if "do_flip_channel_order" not in d and "do_flip_channels" in d:
             kw["do_flip_channel_order"] = d["do_flip_channels"]
@@ -144,8 +157,11 @@ class MobileViTImageProcessor:
     def to_dict(self) -> dict:
         """A preprocessor_config.json dict that both this class and transformers read back to the same processor."""
         d = dataclasses.asdict(self)
-        d["size"] = ({"shortest_edge": self.size} if isinstance(self.size, int)
-                     else {"height": self.size[0], "width": self.size[1]})
+        d["size"] = (
+            {"shortest_edge": self.size}
+            if isinstance(self.size, int)
+            else {"height": self.size[0], "width": self.size[1]}
+        )
         d["crop_size"] = {"height": self.crop_size[0], "width": self.crop_size[1]}
         return {**d, "image_processor_type": "MobileViTImageProcessor"}
 
@@ -157,11 +173,15 @@ class MobileViTImageProcessor:
         images = list(images) if isinstance(images, (list, tuple)) else [images]
         if not images:
             raise InputError("no images given")
-        out = [self._one(_to_rgb(im, "<PIL image>", exif=False) if isinstance(im, Image.Image) else load_image(im))
-               for im in images]
+        out = [
+            self._one(_to_rgb(im, "<PIL image>", exif=False) if isinstance(im, Image.Image) else load_image(im))
+            for im in images
+        ]
         if len({x.shape for x in out}) > 1:
-            raise InputError(f"images differ in size after preprocessing ({sorted({x.shape for x in out})}); "
-                             "enable do_center_crop or pass them one at a time")
+            raise InputError(
+                f"images differ in size after preprocessing ({sorted({x.shape for x in out})}); "
+                "enable do_center_crop or pass them one at a time"
+            )
         return np.ascontiguousarray(np.stack(out), dtype=np.float32)  # the flip left negative strides
 
     def _one(self, image: Image.Image) -> np.ndarray:
@@ -170,8 +190,10 @@ class MobileViTImageProcessor:
             height, width = self._output_size(image.height, image.width)
             # a thin strip resized to the short side would be huge (1 x 2000 -> 288 x 576000): refuse it as a bomb
             if Image.MAX_IMAGE_PIXELS and height * width > Image.MAX_IMAGE_PIXELS:
-                raise InputError(f"a {image.width}x{image.height} image would be resized to {width}x{height}, more "
-                                 f"than Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS); crop it first")
+                raise InputError(
+                    f"a {image.width}x{image.height} image would be resized to {width}x{height}, more "
+                    f"than Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS); crop it first"
+                )
             image = image.resize((width, height), resample=self.resample)
         x = np.asarray(image).transpose(2, 0, 1)  # (3, H, W) uint8
         if self.do_rescale:
@@ -195,11 +217,11 @@ def _center_crop(x: np.ndarray, crop_height: int, crop_width: int) -> np.ndarray
     _, height, width = x.shape
     top, left = (height - crop_height) // 2, (width - crop_width) // 2
     if top >= 0 and left >= 0:
-        return x[:, top:top + crop_height, left:left + crop_width]
+        return x[:, top : top + crop_height, left : left + crop_width]
     # paste the image into a zero canvas at least as large as the crop, then crop that
     new_height, new_width = max(crop_height, height), max(crop_width, width)
     pad_top, pad_left = -(-(new_height - height) // 2), -(-(new_width - width) // 2)
     canvas = np.zeros((x.shape[0], new_height, new_width), dtype=x.dtype)
-    canvas[:, pad_top:pad_top + height, pad_left:pad_left + width] = x
+    canvas[:, pad_top : pad_top + height, pad_left : pad_left + width] = x
     top, left = top + pad_top, left + pad_left
-    return canvas[:, top:top + crop_height, left:left + crop_width]
+    return canvas[:, top : top + crop_height, left : left + crop_width]

@@ -21,8 +21,15 @@ V1_CONFIGS = {
     "xx-small": dict(hidden_sizes=[64, 80, 96], neck_hidden_sizes=[16, 16, 24, 48, 64, 80, 320], expand_ratio=2.0),
     "x-small": dict(hidden_sizes=[96, 120, 144], neck_hidden_sizes=[16, 32, 48, 64, 80, 96, 384]),
     "small": dict(),
-    "custom": dict(hidden_sizes=[36, 60, 84], neck_hidden_sizes=[8, 24, 24, 40, 56, 72, 200], num_attention_heads=3,
-                   mlp_ratio=1.5, expand_ratio=3.0, hidden_act="gelu", layer_norm_eps=1e-6),
+    "custom": dict(
+        hidden_sizes=[36, 60, 84],
+        neck_hidden_sizes=[8, 24, 24, 40, 56, 72, 200],
+        num_attention_heads=3,
+        mlp_ratio=1.5,
+        expand_ratio=3.0,
+        hidden_act="gelu",
+        layer_norm_eps=1e-6,
+    ),
 }
 PREPROCESSOR = {
     "crop_size": {"height": 256, "width": 256},
@@ -75,7 +82,9 @@ def v2_model(width: float = 1.0, seed: int = 0, num_labels: int = 10, task: str 
 
 def _model(family: str, kwargs: dict, seed: int, num_labels: int, task: str):
     config = getattr(transformers, f"{family}Config")(**kwargs, num_labels=num_labels)
-    suffix = {"classification": "ForImageClassification", "base": "Model", "segmentation": "ForSemanticSegmentation"}[task]
+    suffix = {"classification": "ForImageClassification", "base": "Model", "segmentation": "ForSemanticSegmentation"}[
+        task
+    ]
     torch.manual_seed(seed)
     return realistic_init(getattr(transformers, family + suffix)(config), seed)
 

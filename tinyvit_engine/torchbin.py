@@ -193,7 +193,7 @@ class _Storages:
         if 0 in size:
             return np.zeros(size, flat.dtype)
         # the last element the view reaches must lie inside the storage
-        last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+        last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
         if last >= flat.size:
             what = f"tensor {name!r} (offset {offset}, shape {size}, stride {stride})"
             raise WeightsFormatError(f"{what} reaches element {last}, but its storage holds {flat.size}")

@@ -26,8 +26,22 @@ from .errors import WeightsFormatError
 FORMAT = "tinyvit-engine"
 VERSION = 1
 # safetensors dtype names -> how one element is stored (little-endian; BF16 as its raw bits, widened on reading)
-NUMPY = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
-         "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?", "C64": "<c8"}
+NUMPY = {
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "BF16": "<u2",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U64": "<u8",
+    "U32": "<u4",
+    "U16": "<u2",
+    "U8": "u1",
+    "BOOL": "?",
+    "C64": "<c8",
+}
 ITEMSIZE = {**{k: np.dtype(v).itemsize for k, v in NUMPY.items()}, "F8_E4M3": 1, "F8_E5M2": 1}
 
 Entry = tuple[str, tuple[int, ...], int]  # a tensor of a parsed file: dtype name, shape, byte offset in the file
@@ -62,14 +76,20 @@ def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]
     try:
         data = path.read_bytes()
     except IsADirectoryError:
-        raise WeightsFormatError(f"{path}: is a directory; pass a checkpoint directory to tve.load or convert") from None
+        raise WeightsFormatError(
+            f"{path}: is a directory; pass a checkpoint directory to tve.load or convert"
+        ) from None
     metadata, entries = parse(data, str(path))
     if metadata.get("format") != FORMAT:
-        raise WeightsFormatError(f"{path}: a safetensors file, but not a {FORMAT} weights file; convert the "
-                                 "checkpoint with tve.convert (or `tinyvit convert`) first")
+        raise WeightsFormatError(
+            f"{path}: a safetensors file, but not a {FORMAT} weights file; convert the "
+            "checkpoint with tve.convert (or `tinyvit convert`) first"
+        )
     if metadata.get("format_version") != str(VERSION):
-        raise WeightsFormatError(f"{path}: {FORMAT} format version {metadata.get('format_version')!r}, this engine "
-                                 f"reads version {VERSION}; convert the checkpoint again with this version")
+        raise WeightsFormatError(
+            f"{path}: {FORMAT} format version {metadata.get('format_version')!r}, this engine "
+            f"reads version {VERSION}; convert the checkpoint again with this version"
+        )
     try:
         config = json.loads(metadata["config"])
         pre = json.loads(metadata["preprocessor_config"]) if metadata.get("preprocessor_config") else None
@@ -114,8 +134,12 @@ def parse(data: bytes, where: str) -> tuple[dict[str, str], dict[str, Entry]]:
             raise bad(f"tensor {name}: dtype {dtype!r:.40} is not a safetensors dtype this reader knows")
         if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise bad(f"tensor {name}: shape {shape!r:.80} is not a list of sizes")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
-                and 0 <= offsets[0] <= offsets[1]):
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(type(o) is int for o in offsets)
+            and 0 <= offsets[0] <= offsets[1]
+        ):
             raise bad(f"tensor {name}: data_offsets {offsets!r:.80} are not [begin, end]")
         begin, end = offsets
         if end > size:

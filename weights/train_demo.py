@@ -34,9 +34,17 @@ XX_SMALL = dict(hidden_sizes=[64, 80, 96], neck_hidden_sizes=[16, 16, 24, 48, 64
 
 def preprocessor(size: int) -> dict:
     """The processor config both models ship with: the images are already the model's size."""
-    return {"image_processor_type": "MobileViTImageProcessor", "do_resize": True, "size": {"shortest_edge": size},
-            "resample": 2, "do_center_crop": True, "crop_size": {"height": size, "width": size}, "do_rescale": True,
-            "rescale_factor": 1 / 255, "do_flip_channel_order": True}
+    return {
+        "image_processor_type": "MobileViTImageProcessor",
+        "do_resize": True,
+        "size": {"shortest_edge": size},
+        "resample": 2,
+        "do_center_crop": True,
+        "crop_size": {"height": size, "width": size},
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_flip_channel_order": True,
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------- data
@@ -68,14 +76,19 @@ def scene(digits: np.ndarray, labels: np.ndarray, photos: list[np.ndarray], rng:
     photo = photos[rng.integers(len(photos))]
     side = int(rng.integers(SCENE_SIZE, min(photo.shape[:2]) + 1))
     y, x = (int(rng.integers(0, n - side + 1)) for n in photo.shape[:2])
-    img = np.asarray(Image.fromarray(photo[y : y + side, x : x + side]).resize((SCENE_SIZE, SCENE_SIZE),
-                                                                                Image.BILINEAR), np.float32)
+    img = np.asarray(
+        Image.fromarray(photo[y : y + side, x : x + side]).resize((SCENE_SIZE, SCENE_SIZE), Image.BILINEAR), np.float32
+    )
     target = np.zeros((SCENE_SIZE, SCENE_SIZE), np.int64)
     for _ in range(int(rng.integers(1, 4))):
         k = int(rng.integers(len(digits)))
         s = int(rng.integers(36, 72))
-        alpha = np.asarray(Image.fromarray((digits[k] * 255).astype(np.uint8)).resize((s, s), Image.BILINEAR),
-                           np.float32)[..., None] / 255
+        alpha = (
+            np.asarray(Image.fromarray((digits[k] * 255).astype(np.uint8)).resize((s, s), Image.BILINEAR), np.float32)[
+                ..., None
+            ]
+            / 255
+        )
         y, x = (int(v) for v in rng.integers(0, SCENE_SIZE - s + 1, 2))
         ink = rng.uniform(0, 255, 3).astype(np.float32)
         img[y : y + s, x : x + s] = img[y : y + s, x : x + s] * (1 - alpha) + ink * alpha
@@ -145,17 +158,23 @@ def train_classifier(epochs: int = 30, batch: int = 64):
     import transformers
 
     x_train, x_test, y_train, y_test = digits_split()
-    config = transformers.MobileViTConfig(**XX_SMALL, image_size=DIGIT_SIZE, num_labels=10,
-                                          id2label={i: str(i) for i in range(10)},
-                                          label2id={str(i): i for i in range(10)})
+    config = transformers.MobileViTConfig(
+        **XX_SMALL,
+        image_size=DIGIT_SIZE,
+        num_labels=10,
+        id2label={i: str(i) for i in range(10)},
+        label2id={str(i): i for i in range(10)},
+    )
     torch.manual_seed(SEED)
     model = standard_init(transformers.MobileViTForImageClassification(config))
 
     def batches(epoch):
         rng = np.random.default_rng(SEED + 100 + epoch)
         order = rng.permutation(len(x_train))
-        return [(pixel_values([digit_image(x_train[i], rng) for i in idx]), y_train[idx])
-                for idx in np.array_split(order, len(order) // batch)]
+        return [
+            (pixel_values([digit_image(x_train[i], rng) for i in idx]), y_train[idx])
+            for idx in np.array_split(order, len(order) // batch)
+        ]
 
     train(model, batches, epochs, lr=3e-3)
     with torch.no_grad():
@@ -173,9 +192,15 @@ def train_segmenter(epochs: int = 16, scenes_per_epoch: int = 1024, batch: int =
 
     x_train, _, y_train, _ = digits_split()
     labels = {0: "background", **{d + 1: str(d) for d in range(10)}}
-    config = transformers.MobileViTConfig(**XX_SMALL, image_size=SCENE_SIZE, output_stride=8, num_labels=11,
-                                          aspp_out_channels=128, id2label=labels,
-                                          label2id={v: k for k, v in labels.items()})
+    config = transformers.MobileViTConfig(
+        **XX_SMALL,
+        image_size=SCENE_SIZE,
+        output_stride=8,
+        num_labels=11,
+        aspp_out_channels=128,
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
+    )
     torch.manual_seed(SEED)
     model = standard_init(transformers.MobileViTForSemanticSegmentation(config))
     classifier = transformers.MobileViTForImageClassification.from_pretrained(CHECKPOINTS / "mobilevit-digits")
@@ -185,8 +210,9 @@ def train_segmenter(epochs: int = 16, scenes_per_epoch: int = 1024, batch: int =
     weight = torch.tensor([0.25] + [1.0] * 10)
 
     def loss_fn(model, x, y):
-        logits = torch.nn.functional.interpolate(model(pixel_values=x).logits, size=y.shape[-2:], mode="bilinear",
-                                                 align_corners=False)
+        logits = torch.nn.functional.interpolate(
+            model(pixel_values=x).logits, size=y.shape[-2:], mode="bilinear", align_corners=False
+        )
         return torch.nn.functional.cross_entropy(logits, y, weight=weight)
 
     def batches(epoch):
@@ -212,8 +238,13 @@ def mean_iou(model, scenes, num_labels: int = 11) -> float:
         part = scenes[start : start + 32]
         with torch.no_grad():
             logits = model(torch.from_numpy(pixel_values([s[0] for s in part]))).logits
-            pred = torch.nn.functional.interpolate(logits, size=(SCENE_SIZE, SCENE_SIZE), mode="bilinear",
-                                                   align_corners=False).argmax(1).numpy()
+            pred = (
+                torch.nn.functional.interpolate(
+                    logits, size=(SCENE_SIZE, SCENE_SIZE), mode="bilinear", align_corners=False
+                )
+                .argmax(1)
+                .numpy()
+            )
         iou_counts(pred, np.stack([s[1] for s in part]), inter, union)
     return float(np.mean(inter[union > 0] / union[union > 0]))
 

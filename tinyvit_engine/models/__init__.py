@@ -26,8 +26,11 @@ def check_params(graph: Graph, tensors: dict[str, np.ndarray], source: str) -> N
     if missing:
         raise WeightsFormatError(f"{source}: {len(missing)} tensor(s) missing for this config, e.g. {missing[:3]}")
     if unexpected:
-        raise WeightsFormatError(f"{source}: {len(unexpected)} unexpected tensor(s) for this config, e.g. {unexpected[:3]}")
+        raise WeightsFormatError(
+            f"{source}: {len(unexpected)} unexpected tensor(s) for this config, e.g. {unexpected[:3]}"
+        )
     for name, shape in expected.items():
         if tuple(tensors[name].shape) != tuple(shape):
-            raise WeightsFormatError(f"{source}: tensor {name} has shape {tuple(tensors[name].shape)}, "
-                                     f"the config needs {tuple(shape)}")
+            raise WeightsFormatError(
+                f"{source}: tensor {name} has shape {tuple(tensors[name].shape)}, the config needs {tuple(shape)}"
+            )

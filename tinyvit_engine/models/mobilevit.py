@@ -19,8 +19,9 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return int(new + divisor if new < 0.9 * value else new)
 
 
-def inverted_residual(g: Graph, cfg: MobileViTConfig, name: str, x: str, cin: int, cout: int, stride: int,
-                      dilation: int = 1) -> str:
+def inverted_residual(
+    g: Graph, cfg: MobileViTConfig, name: str, x: str, cin: int, cout: int, stride: int, dilation: int = 1
+) -> str:
     """MobileNetV2 block: expand 1x1 -> depthwise 3x3 -> reduce 1x1 (+ input when shapes allow)."""
     mid = make_divisible(int(round(cin * cfg.expand_ratio)), 8)
     h = g.add("conv", f"{name}.expand_1x1", x, Conv(cin, mid, 1, act=cfg.hidden_act))
@@ -29,8 +30,9 @@ def inverted_residual(g: Graph, cfg: MobileViTConfig, name: str, x: str, cin: in
     return g.add("conv", f"{name}.reduce_1x1", (h, *residual), Conv(mid, cout, 1))
 
 
-def mobilenet_layer(g: Graph, cfg: MobileViTConfig, name: str, x: str, cin: int, cout: int, stride: int,
-                    stages: int) -> str:
+def mobilenet_layer(
+    g: Graph, cfg: MobileViTConfig, name: str, x: str, cin: int, cout: int, stride: int, stages: int
+) -> str:
     for i in range(stages):
         x = inverted_residual(g, cfg, f"{name}.layer.{i}", x, cin, cout, stride if i == 0 else 1)
         cin = cout
@@ -49,12 +51,14 @@ def transformer_layer(g: Graph, cfg: MobileViTConfig, name: str, x: str, hidden:
     return g.add("linear", f"{name}.output.dense", (h, x), Linear(ffn, hidden))
 
 
-def mobilevit_layer(g: Graph, cfg: MobileViTConfig, name: str, x: str, cin: int, cout: int, hidden: int,
-                    stages: int, dilation: int) -> str:
+def mobilevit_layer(
+    g: Graph, cfg: MobileViTConfig, name: str, x: str, cin: int, cout: int, hidden: int, stages: int, dilation: int
+) -> str:
     act, k = cfg.hidden_act, cfg.conv_kernel_size
     # a dilated layer keeps its resolution: stride 1, and the depthwise conv dilates by half the layer's dilation
-    x = inverted_residual(g, cfg, f"{name}.downsampling_layer", x, cin, cout, 2 if dilation == 1 else 1,
-                          max(1, dilation // 2))
+    x = inverted_residual(
+        g, cfg, f"{name}.downsampling_layer", x, cin, cout, 2 if dilation == 1 else 1, max(1, dilation // 2)
+    )
     local = g.add("conv", f"{name}.conv_kxk", x, Conv(cout, cout, k, act=act))
     local = g.add("conv", f"{name}.conv_1x1", local, Conv(cout, hidden, 1, bias=False))
     p = cfg.patch_size

@@ -34,10 +34,12 @@ def transformer_layer(g: Graph, cfg: MobileViTV2Config, name: str, x: str, dim: 
     return g.add("conv", f"{name}.ffn.conv2", (h, x), Conv(ffn, dim, 1))
 
 
-def mobilevitv2_layer(g: Graph, cfg: MobileViTV2Config, name: str, x: str, cin: int, cout: int, dim: int,
-                      blocks: int, dilation: int) -> str:
-    x = inverted_residual(g, cfg, f"{name}.downsampling_layer", x, cin, cout, 2 if dilation == 1 else 1,
-                          max(1, dilation // 2))
+def mobilevitv2_layer(
+    g: Graph, cfg: MobileViTV2Config, name: str, x: str, cin: int, cout: int, dim: int, blocks: int, dilation: int
+) -> str:
+    x = inverted_residual(
+        g, cfg, f"{name}.downsampling_layer", x, cin, cout, 2 if dilation == 1 else 1, max(1, dilation // 2)
+    )
     k = cfg.conv_kernel_size
     local = g.add("conv", f"{name}.conv_kxk", x, Conv(cout, cout, k, depthwise=True, act=cfg.hidden_act))
     local = g.add("conv", f"{name}.conv_1x1", local, Conv(cout, dim, 1, bias=False))
