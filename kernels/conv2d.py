@@ -5,9 +5,9 @@
 The fast version gives one output row to each task (prange over B * Ho). Undilated convs gather the row's patches
 into a (Wo, kh * kw * Cin) matrix (im2col, one row at a time so it stays in cache) and run the products the
 linear kernel uses (_gemm.py). Dilated convs (the ASPP branches, whose rates can exceed the map) go tap by tap
-instead: each tap is a product of the contiguous run of input pixels it reads with that tap's (Cin, Cout) weights, accumulated into
-the output row, and the taps and pixels that would read padding are clipped away rather than tested, so they cost
-only what lands inside the map.
+instead: each tap is a product of the contiguous run of input pixels it reads with that tap's (Cin, Cout) weights,
+accumulated into the output row, and the taps and pixels that would read padding are clipped away rather than
+tested, so they cost only what lands inside the map.
 """
 
 import numpy as np
