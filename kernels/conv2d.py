@@ -13,7 +13,7 @@ tested, so they cost only what lands inside the map.
 import numpy as np
 from numba import prange
 
-from ._checks import conv_out_size, f32, same
+from ._checks import conv_out_size, f32, same, shape
 from ._gemm import DOT_MIN_K, ROWS, block_product, dot_product
 from ._jit import parallel_kernel
 from ._window import tap_range
@@ -21,7 +21,7 @@ from .activation import activation_reference, apply
 
 
 # x (B, H, W, Cin), w (kh, kw, Cin, Cout), bias (Cout,) -> (B, Ho, Wo, Cout)
-def conv2d_reference(x, w, bias, stride=1, padding=0, dilation=1, act=0):
+def conv2d_reference(x, w, bias, stride=1, padding=0, dilation=1, act=0, wt=None):
     B, H, W, _ = x.shape
     kh, kw, _, cout = w.shape
     ho = (H + 2 * padding - dilation * (kh - 1) - 1) // stride + 1
@@ -127,7 +127,17 @@ def _conv2d_taps(x, wt, bias, dilation, padding, act, out):
                 acc[ox, o] = apply(acc[ox, o], act)
 
 
-def conv2d(x, w, bias, stride=1, padding=0, dilation=1, act=0):
+def transposed_weight(w, stride=1, dilation=1):
+    """The rearranged copy of w (kh, kw, Cin, Cout) that the fast path for these settings reads, or None:
+    (Cout, kh * kw * Cin) for deep undilated convs, (kh, kw, Cout, Cin) for dilated stride-1 ones. Callers that run
+    the same weight many times make it once and pass it as `wt`."""
+    kh, kw, cin, cout = w.shape
+    if dilation == 1:
+        return np.ascontiguousarray(w.reshape(kh * kw * cin, cout).T) if kh * kw * cin >= DOT_MIN_K else None
+    return np.ascontiguousarray(w.transpose(0, 1, 3, 2)) if stride == 1 else None
+
+
+def conv2d(x, w, bias, stride=1, padding=0, dilation=1, act=0, wt=None):
     f32("conv2d x", x, 4)
     f32("conv2d w", w, 4)
     B, H, W, cin = x.shape
@@ -139,10 +149,21 @@ def conv2d(x, w, bias, stride=1, padding=0, dilation=1, act=0):
     same("conv2d bias", bias.shape[0], cout, "length")
     out = np.empty((B, ho, wo, cout), np.float32)
     if dilation == 1:
-        w2d = w.reshape(kh * kw * cin, cout)
-        _conv2d_im2col(x, w2d, np.ascontiguousarray(w2d.T), bias, kh, kw, stride, padding, act, out)
+        w2d, wt = w.reshape(kh * kw * cin, cout), _checked_wt(w, wt, stride, dilation)
+        _conv2d_im2col(x, w2d, w2d if wt is None else wt, bias, kh, kw, stride, padding, act, out)  # w2d: unused
     elif stride == 1:
-        _conv2d_taps(x, np.ascontiguousarray(w.transpose(0, 1, 3, 2)), bias, dilation, padding, act, out)
+        _conv2d_taps(x, _checked_wt(w, wt, stride, dilation), bias, dilation, padding, act, out)
     else:
         _conv2d(x, w, bias, stride, padding, dilation, act, out)
     return out
+
+
+def _checked_wt(w, wt, stride, dilation):
+    """The caller's precomputed rearranged weight (checked), or a fresh one."""
+    if wt is None:
+        return transposed_weight(w, stride, dilation)
+    kh, kw, cin, cout = w.shape
+    expected = (cout, kh * kw * cin) if dilation == 1 else (kh, kw, cout, cin)
+    f32("conv2d wt", wt, len(expected))
+    shape("conv2d wt", wt, expected)
+    return wt

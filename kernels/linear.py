@@ -11,14 +11,14 @@ same rows while they are hot.
 import numpy as np
 from numba import prange
 
-from ._checks import f32, same
+from ._checks import f32, same, shape
 from ._gemm import DOT_MIN_K, ROWS, block_product, dot_product
 from ._jit import parallel_kernel
 from .activation import activation_reference, apply
 
 
 # x (M, K), w (K, N), bias (N,) or None, residual (M, N) or None -> (M, N)
-def linear_reference(x, w, bias=None, act=0, residual=None):
+def linear_reference(x, w, bias=None, act=0, residual=None, wt=None):
     out = x @ w
     if bias is not None:
         out = out + bias
@@ -47,7 +47,13 @@ def _linear(x, w, wt, bias, act, residual, out):
                 out[m, n] = v
 
 
-def linear(x, w, bias=None, act=0, residual=None):
+def transposed_weight(w):
+    """The (out, in) copy of w that the deep-product path reads, or None when K is shallow (the AXPY path reads w).
+    Callers that run the same weight many times make it once and pass it as `wt`."""
+    return np.ascontiguousarray(w.T) if w.shape[0] >= DOT_MIN_K else None
+
+
+def linear(x, w, bias=None, act=0, residual=None, wt=None):
     f32("linear x", x, 2)
     f32("linear w", w, 2)
     M, K = x.shape
@@ -62,6 +68,10 @@ def linear(x, w, bias=None, act=0, residual=None):
         same("linear residual", residual.shape[0], M, "rows")
         same("linear residual", residual.shape[1], N, "columns")
     out = np.empty((M, N), np.float32)
-    wt = np.ascontiguousarray(w.T) if K >= DOT_MIN_K else w  # K x N copied: small beside the M x K x N product
+    if K >= DOT_MIN_K:
+        wt = transposed_weight(w) if wt is None else f32("linear wt", wt, 2)
+        shape("linear wt", wt, (N, K))
+    else:
+        wt = w
     _linear(x, w, wt, bias, act, residual, out)
     return out

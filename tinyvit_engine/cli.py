@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -231,7 +232,8 @@ def run_info(args) -> None:
     print(f"model: {path}")
     print(f"family: {cfg.model_type} ({cfg.architecture})")
     print(f"task: {cfg.task}")
-    print(f"parameters: {sum(t.size for t in model.executor.params.values()):,} (BatchNorm folded into convs)")
+    count = sum(math.prod(shape) for shape in model.graph.params().values())
+    print(f"parameters: {count:,} (BatchNorm folded into convs)")
     print(f"input size: {crop}")
     print(f"labels: {len(labels)}: {', '.join(labels[:10])}{', ...' if len(labels) > 10 else ''}")
     print(f"format: {version}")

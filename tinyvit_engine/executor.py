@@ -14,7 +14,7 @@ import numpy as np
 
 from . import kernels
 from .graph import Graph
-from .ops import OPS
+from .ops import OPS, prepared_weights
 
 
 def keep_freed_memory() -> None:
@@ -40,7 +40,7 @@ class Executor:
     def __init__(self, graph: Graph, params: dict[str, np.ndarray], reference: bool = False) -> None:
         keep_freed_memory()
         self.graph = graph
-        self.params = params
+        self.params = {**params, **prepared_weights(graph.nodes, params)}
         self.kernels = kernels.REFERENCE if reference else kernels.FAST
         # index of the last node reading each tensor
         self.last_use = {name: i for i, node in enumerate(graph.nodes) for name in node.inputs}

@@ -12,18 +12,24 @@ import math
 import numpy as np
 
 from .kernels import activation_code
+from .kernels.conv2d import transposed_weight as conv_weight_t
+from .kernels.linear import transposed_weight as linear_weight_t
 
 
 def conv(k, node, params, x, residual=None):
     a = node.attrs
-    w, b = params[node.name + ".weight"], params.get(node.name + ".bias")
+    w, b, wt = params[node.name + ".weight"], params.get(node.name + ".bias"), params.get(node.name + ".weight_t")
     act = activation_code(a.act)
     if a.depthwise:
         return k.depthwise_conv2d(x, w.reshape(a.kernel, a.kernel, a.cout), b, a.stride, a.padding, a.dilation, act)
-    if a.kernel == 1 and a.stride == 1:
-        return k.pointwise_conv2d(x, w.reshape(a.cin, a.cout), b, act, residual)
+    if _pointwise(a):
+        return k.pointwise_conv2d(x, w.reshape(a.cin, a.cout), b, act, residual, wt)
     assert residual is None, "only pointwise convs fuse a residual"
-    return k.conv2d(x, w, b, a.stride, a.padding, a.dilation, act)
+    return k.conv2d(x, w, b, a.stride, a.padding, a.dilation, act, wt)
+
+
+def _pointwise(a) -> bool:
+    return a.kernel == 1 and a.stride == 1
 
 
 def linear(k, node, params, x, residual=None):
@@ -31,7 +37,8 @@ def linear(k, node, params, x, residual=None):
     a = node.attrs
     rows = x.reshape(-1, a.cin)
     res = None if residual is None else residual.reshape(-1, a.cout)
-    out = k.linear(rows, params[node.name + ".weight"], params.get(node.name + ".bias"), activation_code(a.act), res)
+    w, b, wt = params[node.name + ".weight"], params.get(node.name + ".bias"), params.get(node.name + ".weight_t")
+    out = k.linear(rows, w, b, activation_code(a.act), res, wt)
     return out.reshape(*x.shape[:-1], a.cout)
 
 
@@ -112,3 +119,20 @@ OPS = {
     "global_avg_pool": global_avg_pool,
     "resize_like": resize_like,
 }
+
+
+def prepared_weights(nodes, params) -> dict:
+    """Rearranged weight copies the dense kernels would otherwise make on every call (`<node>.weight_t`), made once
+    when the executor is built."""
+    out = {}
+    for node in nodes:
+        a, w = node.attrs, params.get(node.name + ".weight")
+        if node.op == "linear":
+            wt = linear_weight_t(w)
+        elif node.op == "conv" and not a.depthwise:
+            wt = linear_weight_t(w.reshape(a.cin, a.cout)) if _pointwise(a) else conv_weight_t(w, a.stride, a.dilation)
+        else:
+            continue
+        if wt is not None:
+            out[node.name + ".weight_t"] = wt
+    return out
