@@ -1,6 +1,6 @@
 """The inner matrix products the dense kernels share: out[m0:m1] = bias + x[m0:m1] @ w for a block of rows.
 
-Two shapes of loop, chosen by the depth K (callers pick with DOT_MIN_K):
+Two shapes of loop, chosen by the depth K (`product` picks by DOT_MIN_K):
 - block_product, for shallow products: four rows at a time, so each weight row read from cache feeds four
   accumulator rows, and the innermost loop is an AXPY over contiguous output features.
 - dot_product, for deep ones: 4x2 tiles of dot products over contiguous K (weights transposed), whose running sums
@@ -97,3 +97,13 @@ def dot_product(x, wt, bias, out, m0, m1, accumulate=False):
             for k in range(K):
                 s += xm[k] * wn[k]
             _store(out, m, n, s, bias, accumulate)
+
+
+@inline
+def product(x, w, wt, bias, out, m0, m1):
+    """out[m0:m1] = bias + x[m0:m1] @ w through whichever loop suits the depth: w (K, N) for shallow K, its
+    transpose wt (N, K) for deep K (see DOT_MIN_K)."""
+    if x.shape[1] >= DOT_MIN_K:
+        dot_product(x, wt, bias, out, m0, m1)
+    else:
+        block_product(x, w, bias, out, m0, m1)

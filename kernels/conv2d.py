@@ -14,7 +14,7 @@ import numpy as np
 from numba import prange
 
 from ._checks import conv_out_size, f32, same, shape
-from ._gemm import DOT_MIN_K, ROWS, block_product, dot_product
+from ._gemm import DOT_MIN_K, ROWS, dot_product, product
 from ._jit import parallel_kernel
 from ._window import tap_range
 from .activation import activation_reference, apply
@@ -90,10 +90,7 @@ def _conv2d_im2col(x, w2d, w2dt, bias, kh, kw, stride, padding, act, out):
         acc = out[b, oy]
         for m0 in range(0, wo, ROWS):
             m1 = min(m0 + ROWS, wo)
-            if K >= DOT_MIN_K:
-                dot_product(cols, w2dt, bias, acc, m0, m1)
-            else:
-                block_product(cols, w2d, bias, acc, m0, m1)
+            product(cols, w2d, w2dt, bias, acc, m0, m1)
             for m in range(m0, m1):
                 for o in range(cout):
                     acc[m, o] = apply(acc[m, o], act)

@@ -12,6 +12,7 @@ from numba import prange
 
 from ._checks import f32, same
 from ._jit import parallel_kernel
+from ._stats import mean_inv_std
 
 
 # x (B, L, C), gamma (C,), beta (C,) -> (B, L, C)
@@ -26,16 +27,7 @@ def _group_norm(x, gamma, beta, eps, out):
     B, L, C = x.shape
     n = L * C
     for b in range(B):
-        flat = x[b].reshape(n)
-        s = 0.0
-        for i in range(n):
-            s += flat[i]
-        mean = s / n
-        s = 0.0
-        for i in range(n):
-            d = flat[i] - mean
-            s += d * d
-        inv = 1.0 / np.sqrt(s / n + eps)
+        mean, inv = mean_inv_std(x[b].reshape(n), eps)
         for row in prange(L):
             for c in range(C):
                 out[b, row, c] = (x[b, row, c] - mean) * inv * gamma[c] + beta[c]

@@ -10,6 +10,7 @@ from numba import prange
 
 from ._checks import f32, same
 from ._jit import parallel_kernel
+from ._stats import mean_inv_std
 
 
 # x (M, C), gamma (C,), beta (C,) -> (M, C)
@@ -24,15 +25,7 @@ def _layer_norm(x, gamma, beta, eps, out):
     M, C = x.shape
     for m in prange(M):
         row = x[m]
-        s = 0.0
-        for c in range(C):
-            s += row[c]
-        mean = s / C
-        s = 0.0
-        for c in range(C):
-            d = row[c] - mean
-            s += d * d
-        inv = 1.0 / np.sqrt(s / C + eps)
+        mean, inv = mean_inv_std(row, eps)
         for c in range(C):
             out[m, c] = (row[c] - mean) * inv * gamma[c] + beta[c]
 

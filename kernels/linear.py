@@ -12,7 +12,7 @@ import numpy as np
 from numba import prange
 
 from ._checks import f32, same, shape
-from ._gemm import DOT_MIN_K, ROWS, block_product, dot_product
+from ._gemm import DOT_MIN_K, ROWS, product
 from ._jit import parallel_kernel
 from .activation import activation_reference, apply
 
@@ -29,15 +29,11 @@ def linear_reference(x, w, bias=None, act=0, residual=None, wt=None):
 @parallel_kernel
 def _linear(x, w, wt, bias, act, residual, out):
     M, N = out.shape
-    K = x.shape[1]
     add_residual = residual.shape[0] == M
     for block in prange((M + ROWS - 1) // ROWS):
         m0 = block * ROWS
         m1 = min(m0 + ROWS, M)
-        if K >= DOT_MIN_K:
-            dot_product(x, wt, bias, out, m0, m1)
-        else:
-            block_product(x, w, bias, out, m0, m1)
+        product(x, w, wt, bias, out, m0, m1)
         # epilogue: activation, then the residual
         for m in range(m0, m1):
             for n in range(N):
