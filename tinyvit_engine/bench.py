@@ -1,23 +1,25 @@
-"""The benchmark: the engine against transformers on PyTorch (eager, inference mode) and ONNX Runtime (an ONNX export
-of the same transformers model), on the same checkpoint, in one run.
+"""The benchmark: the engine against transformers on PyTorch (eager, inference mode), ONNX Runtime and OpenVINO (both
+running one ONNX export of the same transformers model), on the same checkpoint, in one run.
 
     python -m tinyvit_engine.bench                       # every model, batch 1 and 8, 1 and 2 threads
     python -m tinyvit_engine.bench --quick               # one model, few iterations (what CI runs)
     python -m tinyvit_engine.bench --markdown bench.md   # also write the table as markdown
-    python -m tinyvit_engine.bench --profile mobilevit-xx-small   # per-node time of the engine
+    python -m tinyvit_engine.bench --profile mobilevit-xx-small   # per-node time of the engine, as a roofline
 
 How it measures. Each contender runs in its own worker process (so one library's spinning thread pool cannot steal
 the cores another is timed on), with its thread count set alike: NUMBA_NUM_THREADS / OMP_NUM_THREADS /
-OPENBLAS_NUM_THREADS / MKL_NUM_THREADS in the worker's environment, plus torch.set_num_threads and ONNX Runtime's
-intra_op_num_threads. The workers first compute one output each, which is validated against PyTorch; then, after
-warm-up, they are timed in interleaved rounds (engine, torch, ORT, engine, ...), so a busy moment of the machine
-hits all three alike, with a pause between contenders so that no thread pool is still spinning, and one untimed run
-at the start of each block so that every contender is timed in its steady state. Reported: median and the 10-90%
+OPENBLAS_NUM_THREADS / MKL_NUM_THREADS in the worker's environment, plus torch.set_num_threads, ONNX Runtime's
+intra_op_num_threads and OpenVINO's INFERENCE_NUM_THREADS (with PERFORMANCE_HINT LATENCY and float32 inference
+precision). The workers first compute one output each, which is validated against PyTorch; then, after warm-up,
+they are timed in interleaved rounds (engine, torch, ORT, OpenVINO, engine, ...), so a busy moment of the machine
+hits all of them alike, with a pause between contenders so that no thread pool is still spinning, and one untimed
+run at the start of each block so that every contender is timed in its steady state. Reported: median and the 10-90%
 spread of single-inference wall times, and the ratios.
 Weights are real-scale random weights (tinyvit_engine.reference), never transformers' default init, whose tiny
 activations turn fp32 arithmetic into denormal arithmetic. Cold start and peak RSS run fresh `python` processes.
 
-Needs the bench extra: torch, transformers, onnx and onnxruntime (pip install -e ".[bench]").
+Needs the bench extra: torch, transformers, onnx, onnxruntime and openvino (pip install -e ".[bench]"); --no-ort and
+--no-openvino leave a peer out.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-CONTENDERS = ("engine", "torch", "ort")
+CONTENDERS = ("engine", "torch", "ort", "openvino")
+PEERS = {"torch": "PyTorch", "ort": "ORT", "openvino": "OpenVINO"}  # the table quotes the engine against each
+OPTIONAL = {"ort": "onnxruntime", "openvino": "openvino"}  # contender -> the module it needs, skipped by --no-<name>
 PAUSE = 0.3  # seconds between contenders, so the last one's spinning thread pool is asleep before the next starts
 
 
@@ -129,32 +133,59 @@ def worker(kind: str) -> None:
 
 
 def _runner(kind: str, paths: dict[str, str], x: np.ndarray, threads: int):
-    if kind == "engine":
-        from . import load
+    """A function computing the logits of `x`, set up in this worker process."""
+    return {"engine": _engine, "torch": _torch, "ort": _ort, "openvino": _openvino}[kind](paths, x, threads)
 
-        model = load(paths["engine"])
-        return lambda: model(x).logits
-    if kind == "torch":
-        import torch
-        import transformers
 
-        torch.set_num_threads(threads)
-        config = transformers.AutoConfig.from_pretrained(paths["checkpoint"])
-        cls = getattr(transformers, config.architectures[0])
-        model = cls.from_pretrained(paths["checkpoint"]).eval()
-        xt = torch.from_numpy(x)
+def _engine(paths: dict[str, str], x: np.ndarray, threads: int):
+    from . import load
 
-        def run():
-            with torch.inference_mode():
-                return model(xt).logits.numpy()
+    model = load(paths["engine"])
+    return lambda: model(x).logits
 
-        return run
+
+def _torch(paths: dict[str, str], x: np.ndarray, threads: int):
+    import torch
+    import transformers
+
+    torch.set_num_threads(threads)
+    config = transformers.AutoConfig.from_pretrained(paths["checkpoint"])
+    cls = getattr(transformers, config.architectures[0])
+    model = cls.from_pretrained(paths["checkpoint"]).eval()
+    xt = torch.from_numpy(x)
+
+    def run():
+        with torch.inference_mode():
+            return model(xt).logits.numpy()
+
+    return run
+
+
+def _ort(paths: dict[str, str], x: np.ndarray, threads: int):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     session = ort.InferenceSession(paths["onnx"], options, providers=["CPUExecutionProvider"])
     return lambda: session.run(None, {"pixel_values": x})[0]
+
+
+def _openvino(paths: dict[str, str], x: np.ndarray, threads: int):
+    import openvino as ov
+    import openvino.properties as props
+    import openvino.properties.hint as hints
+
+    core = ov.Core()
+    config = {
+        props.inference_num_threads: threads,  # "INFERENCE_NUM_THREADS"
+        hints.performance_mode: hints.PerformanceMode.LATENCY,  # "PERFORMANCE_HINT": one stream, one request
+        # "INFERENCE_PRECISION_HINT": on CPUs with bf16 (AVX512_BF16, AMX) OpenVINO would otherwise run in bf16
+        hints.inference_precision: ov.Type.f32,
+    }
+    compiled = core.compile_model(core.read_model(paths["onnx"]), "CPU", config)
+    request = compiled.create_infer_request()
+    # share_inputs: read x in place, as ORT does, instead of copying it into the request on every call
+    return lambda: request.infer({"pixel_values": x}, share_inputs=True)[0]
 
 
 class Worker:
@@ -253,38 +284,42 @@ def peak_rss(engine_file: str, image: str) -> float:
 
 
 def profile(name: str, workdir: Path, batch: int, runs: int = 20) -> None:
-    """Per-node engine time for one model, grouped by op, and the slowest nodes."""
-    from . import load
+    """Per-node engine time for one model, as a roofline: grouped by op and the slowest nodes, each with its FLOP
+    and byte rates against this machine's peaks (tinyvit_engine.costs)."""
+    from . import costs, load
 
+    peak = costs.measure_peak()  # first, while no thread pool of the model spins beside it
+    print(peak.describe(), flush=True)
     model = load(prepare(name, batch, workdir)["engine"])
     x = pixels(name, batch)
+    node_costs = costs.graph_costs(model.graph, costs.tensor_shapes(model, x))
     for _ in range(3):
         model(x)
     timings: dict[str, float] = {}
     for _ in range(runs):
         model(x, timings=timings)
+    seconds = {node: t / runs for node, t in timings.items()}
     nodes = {n.name: n for n in model.graph.nodes}
-    by_op: dict[str, float] = {}
-    for node_name, t in timings.items():
-        node = nodes[node_name]
-        kind = node.op
-        if node.op == "conv":
-            a = node.attrs
-            kind = (
-                "depthwise conv"
-                if a.depthwise
-                else "pointwise conv"
-                if a.kernel == 1
-                else f"conv {a.kernel}x{a.kernel}"
-            )
-        by_op[kind] = by_op.get(kind, 0.0) + t / runs
-    total = sum(by_op.values())
-    print(f"{name}, batch {batch}: {total * 1e3:.2f} ms in {len(nodes)} nodes")
-    for kind, t in sorted(by_op.items(), key=lambda kv: -kv[1]):
-        print(f"  {kind:<20} {t * 1e3:8.2f} ms {100 * t / total:5.1f}%")
-    print("slowest nodes:")
-    for node_name, t in sorted(timings.items(), key=lambda kv: -kv[1])[:15]:
-        print(f"  {node_name:<60} {t / runs * 1e3:8.3f} ms")
+    by_kind: dict[str, tuple[float, costs.Cost]] = {}
+    for node, t in seconds.items():
+        kind = costs.kind(nodes[node])
+        spent, cost = by_kind.get(kind, (0.0, costs.Cost(0, 0)))
+        by_kind[kind] = (spent + t, cost + node_costs[node])
+    total = sum(seconds.values())
+    work = sum(node_costs.values(), costs.Cost(0, 0))
+    print(
+        f"{name}, batch {batch}: {total * 1e3:.2f} ms in {len(nodes)} nodes, {work.flops / 1e9:.3f} GFLOP, "
+        f"{work.bytes / 1e6:.1f} MB moved (at least); percentages of the scaled peaks"
+    )
+    print(costs.header("op kind", 20))
+    for kind, (t, cost) in sorted(by_kind.items(), key=lambda kv: -kv[1][0]):
+        print(costs.row(kind, t, cost, peak, total, 20))
+    print(costs.row("all", total, work, peak, total, 20))
+    slowest = sorted(seconds.items(), key=lambda kv: -kv[1])[:15]
+    width = max(len(node) for node, _ in slowest)
+    print(costs.header("slowest nodes", width))
+    for node, t in slowest:
+        print(costs.row(node, t, node_costs[node], peak, total, width))
 
 
 # ------------------------------------------------------------------------------------------------------ report
@@ -295,29 +330,27 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     versions = []
-    for mod in ("numpy", "numba", "torch", "transformers", "onnxruntime"):
+    for mod in ("numpy", "numba", "torch", "transformers", "onnxruntime", "openvino"):
         try:
-            versions.append(f"{mod} {__import__(mod).__version__}")
+            # OpenVINO's version carries its build: "2026.4.1-22982-e213a147257-releases/2026/4"
+            versions.append(f"{mod} {__import__(mod).__version__.split('-')[0]}")
         except ImportError:
             versions.append(f"{mod} missing")
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}; " + ", ".join(versions)
 
 
 def table(results: list[dict]) -> str:
-    head = (
-        "| model | batch | threads | engine ms | PyTorch ms | ORT ms | engine/PyTorch | engine/ORT |\n"
-        "|---|---|---|---|---|---|---|---|"
-    )
-    rows = []
+    """Markdown rows: median (10-90% spread) ms of every contender, then the engine's time over each peer's."""
+    columns = ["model", "batch", "threads", "engine ms"]
+    columns += [f"{label} ms" for label in PEERS.values()] + [f"engine/{label}" for label in PEERS.values()]
+    rows = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
     for r in results:
         e = r["engine"]["median"]
         cell = {k: f"{r[k]['median']:.1f} ({r[k]['p10']:.1f}-{r[k]['p90']:.1f})" if k in r else "-" for k in CONTENDERS}
-        ratio = {k: f"{e / r[k]['median']:.2f}" if k in r else "-" for k in ("torch", "ort")}
-        rows.append(
-            f"| {r['model']} | {r['batch']} | {r['threads']} | {cell['engine']} | {cell['torch']} | "
-            f"{cell['ort']} | {ratio['torch']} | {ratio['ort']} |"
-        )
-    return "\n".join([head, *rows])
+        ratio = {k: f"{e / r[k]['median']:.2f}" if k in r else "-" for k in PEERS}
+        cells = [r["model"], r["batch"], r["threads"], *cell.values(), *ratio.values()]
+        rows.append("| " + " | ".join(map(str, cells)) + " |")
+    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -330,9 +363,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--quick", action="store_true", help="xx-small, batch 1, 2 threads, few iterations")
     p.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
+    p.add_argument("--no-openvino", action="store_true", help="skip OpenVINO")
     p.add_argument("--markdown", help="also write the results table to this file")
     p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "tinyvit-bench"))
-    p.add_argument("--profile", metavar="MODEL", choices=list(MODELS), help="per-node engine time of one model")
+    p.add_argument("--profile", metavar="MODEL", choices=list(MODELS), help="per-node roofline of one model")
     p.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -344,7 +378,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.models, args.batch, args.threads = ["mobilevit-xx-small"], [1], [2]
         args.rounds, args.per_round, args.warmup = 2, 3, 2
-    contenders = ("engine", "torch") if args.no_ort else CONTENDERS
+    skipped = {k for k in OPTIONAL if getattr(args, f"no_{k}")}
+    contenders = tuple(k for k in CONTENDERS if k not in skipped)
+    for k in contenders:
+        if k in OPTIONAL:
+            try:
+                __import__(OPTIONAL[k])
+            except ImportError as e:
+                p.error(f"{PEERS[k]} cannot be imported ({e}): pip install -e '.[bench]', or pass --no-{k}")
     print(machine(), flush=True)
     results = []
     for name in args.models:
@@ -363,8 +404,8 @@ def main(argv: list[str] | None = None) -> None:
     report = "\n".join(
         [
             f"Machine: {machine()}",
-            "Threads: NUMBA/OMP/OPENBLAS/MKL_NUM_THREADS, torch.set_num_threads and ORT intra_op_num_threads, "
-            "per worker.",
+            "Threads: NUMBA/OMP/OPENBLAS/MKL_NUM_THREADS, torch.set_num_threads, ORT intra_op_num_threads and "
+            "OpenVINO INFERENCE_NUM_THREADS, per worker.",
             f"Median (10-90% spread) of single-inference wall times over {args.rounds * args.per_round} runs per "
             f"contender after {args.warmup} warm-up runs, interleaved in {args.rounds} rounds.",
             "",

@@ -1,0 +1,137 @@
+"""The profile's cost model (tinyvit_engine.costs) on small hand-computed cases, and the benchmark's table and peer
+checks; no torch needed."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tinyvit_engine as tve
+from tinyvit_engine import bench, costs
+from tinyvit_engine.graph import Attention, Conv, GroupNorm, LayerNorm, Linear, Node, Patches, Pool
+
+WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+
+
+def cost(op, attrs, ins, out):
+    return costs.node_cost(Node(op, "n", tuple(f"in{i}" for i in range(len(ins))), attrs), ins, out)
+
+
+def test_conv():
+    # 3x3 stride 2, 3 -> 4 channels, batch 2, 8x8 -> 4x4: 2 * (2*4*4 pixels) * 4 out * (3*3 taps * 3 in)
+    c = cost("conv", Conv(3, 4, 3, stride=2), [(2, 8, 8, 3)], (2, 4, 4, 4))
+    assert c.flops == 2 * 32 * 4 * 27 == 6912
+    # input 384 + weight 3*3*3*4 = 108 + bias 4 + output 128 elements, float32
+    assert c.bytes == 4 * (384 + 108 + 4 + 128) == 2496
+
+
+def test_depthwise_conv():
+    # 8 channels, one 3x3 filter each, on 5x5: 2 * 25 pixels * 8 channels * 9 taps * 1 input channel per group
+    c = cost("conv", Conv(8, 8, 3, depthwise=True), [(1, 5, 5, 8)], (1, 5, 5, 8))
+    assert c.flops == 2 * 25 * 8 * 9 == 3600
+    assert c.bytes == 4 * (200 + 3 * 3 * 1 * 8 + 8 + 200)
+
+
+def test_pointwise_conv_with_residual_reads_both_inputs():
+    c = cost("conv", Conv(6, 6, 1, bias=False), [(1, 2, 3, 6), (1, 2, 3, 6)], (1, 2, 3, 6))
+    assert c.flops == 2 * 6 * 6 * 6 == 432
+    assert c.bytes == 4 * (36 + 36 + 36 + 36)
+
+
+def test_linear():
+    # rows = every leading axis: 2 * 4 * 10 = 80 rows of 16 -> 32
+    c = cost("linear", Linear(16, 32), [(2, 4, 10, 16)], (2, 4, 10, 32))
+    assert c.flops == 2 * 80 * 16 * 32 == 81920
+    assert c.bytes == 4 * (80 * 16 + 16 * 32 + 32 + 80 * 32)
+
+
+def test_attention():
+    # qkv (B=1, P=4, N=9, 3C=24), 2 heads: T = 4 sequences, C = 8, D = 4
+    c = cost("attention", Attention(heads=2), [(1, 4, 9, 24)], (1, 4, 9, 8))
+    scores_and_values = 4 * 4 * 2 * 9 * 9 * 4  # q.k and p.v: 2 * N * N * D multiply-adds per (sequence, head)
+    softmax = 5 * 4 * 2 * 9 * 9
+    assert scores_and_values == 10368 and softmax == 3240
+    assert c.flops == 13608
+    assert c.bytes == 4 * (4 * 9 * 24 + 4 * 9 * 8)  # no weights: the projections are linear nodes
+
+
+def test_linear_attention():
+    # qkv (1, 4, 9, 1 + 2*8): softmax over 9 queries per sequence, then 2 + 2 per output element
+    c = cost("linear_attention", None, [(1, 4, 9, 17)], (1, 4, 9, 8))
+    assert c.flops == 5 * 4 * 9 + 4 * 4 * 9 * 8 == 1332
+
+
+def test_norms_pool_and_copies():
+    shape = (2, 3, 5, 6)
+    n = math.prod(shape)
+    assert cost("layer_norm", LayerNorm(6, 1e-5), [shape], shape) == costs.Cost(8 * n, 4 * (n + 12 + n))
+    assert cost("group_norm", GroupNorm(6, 1e-5), [shape], shape).flops == 8 * n
+    assert cost("global_avg_pool", Pool(), [shape], (2, 6)).flops == n + 12
+    assert cost("concat", None, [shape, shape], (2, 3, 5, 12)) == costs.Cost(0, 4 * 4 * n)
+    # v2: the last row and column dropped, no arithmetic
+    assert cost("unfold", Patches(2, resize=False), [(1, 5, 5, 4)], (1, 4, 4, 4)).flops == 0
+
+
+def test_resizes_and_shape_only_inputs():
+    # v1: a 5x5 map resized up to 6x6 before unfolding into 2x2 patches, and back down after folding
+    assert cost("unfold", Patches(2, resize=True), [(1, 5, 5, 4)], (1, 4, 9, 4)).flops == 9 * 144
+    fold = cost("fold", Patches(2, resize=True), [(1, 4, 9, 4), (1, 5, 5, 4)], (1, 5, 5, 4))
+    assert fold == costs.Cost(9 * 100, 4 * (144 + 100))  # the map to match is not read
+    assert cost("fold", Patches(2, resize=True), [(1, 4, 4, 4), (1, 4, 4, 4)], (1, 4, 4, 4)).flops == 0
+    resize = cost("resize_like", None, [(1, 1, 1, 8), (1, 6, 7, 3)], (1, 6, 7, 8))
+    assert resize == costs.Cost(9 * 42 * 8, 4 * (8 + 42 * 8))
+
+
+def test_unknown_op_is_named():
+    with pytest.raises(ValueError, match="'softplus'"):
+        cost("softplus", None, [(1, 2)], (1, 2))
+
+
+@pytest.mark.parametrize("name, size", [("mobilevit-digits", 64), ("deeplabv3-mobilevit-digits", 96)])
+def test_every_node_of_a_real_graph(name, size):
+    # the demo models on the NumPy reference kernels: every op they use has a cost, and each dense node's FLOPs are
+    # 2 x (output pixels or rows) x (its weight's elements), counted from the weights file instead of the attributes
+    model = tve.load(WEIGHTS / f"{name}.safetensors", reference=True)
+    x = np.random.default_rng(0).random((2, 3, size, size), dtype=np.float32)
+    shapes = costs.tensor_shapes(model, x)
+    assert shapes["pixel_values"] == (2, size, size, 3)
+    node_costs = costs.graph_costs(model.graph, shapes)
+    assert set(node_costs) == {n.name for n in model.graph.nodes}
+    dense = 0
+    for node in model.graph.nodes:
+        if node.op in ("conv", "linear"):
+            weight = model.executor.params[node.name + ".weight"]
+            assert node_costs[node.name].flops == 2 * math.prod(shapes[node.name][:-1]) * weight.size, node.name
+            dense += 1
+        assert node_costs[node.name].bytes > 0
+    assert dense > 10
+
+
+def test_vector_kind():
+    assert costs._vector_kind("vfmadd213ps\t%ymm0, %ymm9, %ymm8\n").startswith("packed ymm")
+    assert costs._vector_kind("vfmadd231ps\t(%rax), %zmm1, %zmm2\n").startswith("packed zmm")
+    assert costs._vector_kind("vfmadd213ss\t%xmm0, %xmm1, %xmm2\n").startswith("no packed")
+
+
+def test_table_has_every_peer():
+    timing = {"median": 10.0, "p10": 9.0, "p90": 11.0}
+    result = {
+        "model": "m",
+        "batch": 1,
+        "threads": 2,
+        "engine": timing,
+        "openvino": {"median": 5.0, "p10": 4.0, "p90": 6.0},
+    }
+    head, rule, row = bench.table([result]).splitlines()
+    assert head.endswith("| OpenVINO ms | engine/PyTorch | engine/ORT | engine/OpenVINO |")
+    assert rule.count("|---") == head.count("|") - 1
+    assert row.endswith("| - | - | 5.0 (4.0-6.0) | - | - | 2.00 |")
+
+
+def test_missing_openvino_fails_clearly(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(bench.OPTIONAL, "openvino", "no_such_openvino_module")
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--quick", "--workdir", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "--no-openvino" in capsys.readouterr().err
