@@ -8,6 +8,7 @@ model on either (the reference set is for reading, teaching and bisecting; the t
 from types import SimpleNamespace
 
 from ._checks import KernelArgumentError
+from ._gemm import pack
 from .activation import GELU, NONE, RELU, SILU, activation, activation_reference
 from .activation import code as activation_code
 from .attention import attention, attention_reference
@@ -40,4 +41,4 @@ OPS = (
 FAST = SimpleNamespace(**{op: globals()[op] for op in OPS})
 REFERENCE = SimpleNamespace(**{op: globals()[op + "_reference"] for op in OPS})
 
-__all__ = ["FAST", "REFERENCE", "OPS", "KernelArgumentError", "activation_code", "NONE", "SILU", "RELU", "GELU"]
+__all__ = ["FAST", "REFERENCE", "OPS", "KernelArgumentError", "pack", "activation_code", "NONE", "SILU", "RELU", "GELU"]

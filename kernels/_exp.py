@@ -3,7 +3,8 @@
 math.exp compiles to a call into libm that LLVM cannot vectorise, which made exp the cost of softmax and SiLU.
 This is Cephes' expf: exp(x) = 2^n * exp(r) with n = round(x / ln 2) and |r| <= ln(2) / 2, exp(r) by a degree-6
 polynomial (relative error about 1 ulp), 2^n built directly in the float's exponent bits. Inputs are clamped to
-[-87.3, 88.7], the range where float32 exp is normal; NaN passes through.
+[-87.3, 88.7], the range where float32 exp is normal; NaN passes through (as a select at the end, not an early
+return: the branch kept a SiLU loop from vectorising, 0.44 vs 0.32 ms for 524k values).
 """
 
 import numpy as np
@@ -12,10 +13,9 @@ from ._jit import inline
 
 
 @inline
-def exp(x):
-    if x != x:
-        return x
-    x = np.float32(min(max(x, np.float32(-87.3)), np.float32(88.7)))
+def exp(v):
+    x = v if v > np.float32(-87.3) else np.float32(-87.3)  # selects, not min/max: Numba's min/max do not vectorise
+    x = x if x < np.float32(88.7) else np.float32(88.7)
     n = np.float32(np.floor(x * np.float32(1.44269504) + np.float32(0.5)))
     r = x - n * np.float32(0.693359375) + n * np.float32(2.12194440e-4)
     p = np.float32(1.9875691500e-4)
@@ -25,4 +25,5 @@ def exp(x):
     p = p * r + np.float32(1.6666665459e-1)
     p = p * r + np.float32(5.0000001201e-1)
     p = p * r * r + r + np.float32(1.0)
-    return p * np.int32((np.int32(n) + 127) << 23).view(np.float32)
+    e = p * np.int32((np.int32(n) + 127) << 23).view(np.float32)
+    return e if v == v else v

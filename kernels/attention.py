@@ -5,9 +5,10 @@
 
 The input is the fused projection (T, N, 3C): queries, then keys, then values, heads contiguous inside each, which is
 what one linear layer with the three weight matrices side by side produces. The fast version gives each task one
-(sequence, head) pair. It copies the head's keys and values transposed to (D, N), then takes four queries at a time
-through the dense products of _gemm.py: their scores (depth D, shallow: AXPYs over the keys), a softmax with the
-vectorised exp, and the weighted sums of values (depth N, deep: dot products over the patches). Memory stays O(N) per
+(sequence, head) pair and keeps everything of it in L1/L2: it packs the head's keys as the weight panels of the
+scores product and its values as those of the output product (_gemm.pack's layout), then takes QUERIES queries at a
+time: their scores with the register-tiled product (depth D), a softmax of those rows while they are in L1, and the
+weighted values with the same product (depth N), divided by the softmax sums at the store. Memory stays O(N) per
 task however many patches there are.
 """
 
@@ -18,8 +19,10 @@ from numba import prange
 
 from ._checks import KernelArgumentError, f32
 from ._exp import exp
-from ._gemm import ROWS, block_product, dot_product
-from ._jit import parallel_kernel
+from ._gemm import COLS, gemm
+from ._jit import kernel, parallel_tile_caller
+
+QUERIES = 12  # queries per block: a block of scores (12 x N) stays in L1 up to N = 512
 
 
 # qkv (T, N, 3C) -> (T, N, C)
@@ -34,47 +37,78 @@ def attention_reference(qkv, heads):
     return (probs @ v).transpose(0, 2, 1, 3).reshape(T, N, C).astype(np.float32)
 
 
-@parallel_kernel
+@kernel
+def row_max(row):
+    """max(row) in eight running lanes: a single running max does not vectorise (it would need the no-NaN flag)."""
+    N = row.shape[0]
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = row[0]
+    for j in range(0, N - 7, 8):
+        v = row[j : j + 8]
+        m0 = v[0] if v[0] > m0 else m0
+        m1 = v[1] if v[1] > m1 else m1
+        m2 = v[2] if v[2] > m2 else m2
+        m3 = v[3] if v[3] > m3 else m3
+        m4 = v[4] if v[4] > m4 else m4
+        m5 = v[5] if v[5] > m5 else m5
+        m6 = v[6] if v[6] > m6 else m6
+        m7 = v[7] if v[7] > m7 else m7
+    top = max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
+    for j in range(N - N % 8, N):
+        top = max(top, row[j])
+    return top
+
+
+@kernel
+def softmax_rows(s, rows, sums):
+    """s[r] = exp(s[r] - max(s[r])) for r < rows, their sums in sums[r] (not divided: the caller scales the output).
+    Compiled apart, with reassociation, so the sum vectorises (the tile callers have none)."""
+    N = s.shape[1]
+    for r in range(rows):
+        row = s[r]
+        top = row_max(row)
+        total = np.float32(0.0)
+        for j in range(N):
+            e = exp(row[j] - top)
+            row[j] = e
+            total += e
+        sums[r] = total
+
+
+@parallel_tile_caller
 def _attention(qkv, heads, out):
     T, N, C3 = qkv.shape
     C = C3 // 3
     D = C // heads
     scale = np.float32(1.0 / math.sqrt(D))
+    pn, pd = (N + COLS - 1) // COLS, (D + COLS - 1) // COLS
     for task in prange(T * heads):
         t, h = task // heads, task % heads
         q0, k0, v0 = h * D, C + h * D, 2 * C + h * D
-        # this head's keys as (D, N) and values as (D, N), contiguous over patches
-        kt = np.empty((D, N), np.float32)
-        vt = np.empty((D, N), np.float32)
+        # keys as panels of the scores product (D deep, N wide), values as panels of the output one (N deep, D wide)
+        kp = np.zeros((pn, D, COLS), np.float32)
+        vp = np.zeros((pd, N, COLS), np.float32)
+        q = np.empty((N, D), np.float32)
         for j in range(N):
+            tok, kj = qkv[t, j], kp[j // COLS]
             for d in range(D):
-                kt[d, j] = qkv[t, j, k0 + d]
-                vt[d, j] = qkv[t, j, v0 + d]
-        zeros_n, zeros_d = np.zeros(N, np.float32), np.zeros(D, np.float32)
-        q = np.empty((ROWS, D), np.float32)
-        scores = np.empty((ROWS, N), np.float32)
-        acc = np.empty((ROWS, D), np.float32)
-        for i0 in range(0, N, ROWS):
-            rows = min(ROWS, N - i0)
+                q[j, d] = tok[q0 + d] * scale
+                kj[d, j % COLS] = tok[k0 + d]
+            for p in range(pd):
+                vp[p, j, : min(COLS, D - p * COLS)] = tok[v0 + p * COLS : v0 + min(D, p * COLS + COLS)]
+        zeros_n, zeros_d = np.zeros((pn, COLS), np.float32), np.zeros((pd, COLS), np.float32)
+        s = np.empty((QUERIES, N), np.float32)
+        o = np.empty((QUERIES, D), np.float32)
+        sums = np.empty(QUERIES, np.float32)
+        for i0 in range(0, N, QUERIES):
+            rows = min(QUERIES, N - i0)
+            gemm(q, i0, kp, zeros_n, s, 0, rows, 0, D, N)
+            softmax_rows(s, rows, sums)
+            gemm(s, 0, vp, zeros_d, o, 0, rows, 0, N, D)
             for r in range(rows):
+                inv = np.float32(1.0) / sums[r]
+                dst = out[t, i0 + r]
                 for d in range(D):
-                    q[r, d] = qkv[t, i0 + r, q0 + d] * scale
-            # scores = q kt: shallow (depth D), so AXPYs over the N keys
-            block_product(q, kt, zeros_n, scores, 0, rows)
-            # softmax of each row, with the vectorised exp
-            for r in range(rows):
-                top = scores[r].max()
-                total = np.float32(0.0)
-                for j in range(N):
-                    e = exp(scores[r, j] - top)
-                    scores[r, j] = e
-                    total += e
-                scores[r] *= np.float32(1.0) / total
-            # out = scores vt^T: deep (depth N), so dot products over the N patches
-            dot_product(scores, vt, zeros_d, acc, 0, rows)
-            for r in range(rows):
-                for d in range(D):
-                    out[t, i0 + r, q0 + d] = acc[r, d]
+                    dst[q0 + d] = o[r, d] * inv
 
 
 def attention(qkv, heads):

@@ -2,26 +2,30 @@
 
     out[b, y, x, o] = act(bias[o] + sum_{ky, kx, c} x[b, y*s + ky*d - p, x*s + kx*d - p, c] * w[ky, kx, c, o])
 
-The fast version gives one output row to each task (prange over B * Ho). Undilated convs gather the row's patches
-into a (Wo, kh * kw * Cin) matrix (im2col, one row at a time so it stays in cache) and run the products the
-linear kernel uses (_gemm.py). Dilated convs (the ASPP branches, whose rates can exceed the map) go tap by tap
-instead: each tap is a product of the contiguous run of input pixels it reads with that tap's (Cin, Cout) weights,
-accumulated into the output row, and the taps and pixels that would read padding are clipped away rather than
-tested, so they cost only what lands inside the map.
+The fast version is a matrix product per band of output rows (prange over B x bands): it gathers the band's patches
+into a (rows * Wo, taps * Cin) matrix (im2col; zeros where a tap overhangs the border), then runs the register-tiled
+product of _gemm.py with the (kh * kw * Cin, Cout) weight packed once into panels, and the epilogue while the band is
+in cache. Only the rows of taps that some output row of the band reaches are gathered and multiplied (a contiguous
+range of the packed weight), so dilated convs whose rates exceed the map (the ASPP branches) skip most of the
+padding; the band is one row for them.
 """
 
 import numpy as np
 from numba import prange
 
-from ._checks import conv_out_size, f32, same, shape
-from ._gemm import DOT_MIN_K, ROWS, dot_product, product
-from ._jit import parallel_kernel
+from ._checks import conv_out_size, f32, same
+from ._gemm import gemm, pack
+from ._jit import parallel_tile_caller
+from ._split import block
 from ._window import tap_range
-from .activation import activation_reference, apply
+from .activation import activation_reference, epilogue
+from .linear import check_packed
+
+BAND_PIXELS = 64  # output pixels per task (at least one row): enough rows for the tiles, few enough to stay in cache
 
 
 # x (B, H, W, Cin), w (kh, kw, Cin, Cout), bias (Cout,) -> (B, Ho, Wo, Cout)
-def conv2d_reference(x, w, bias, stride=1, padding=0, dilation=1, act=0, wt=None):
+def conv2d_reference(x, w, bias, stride=1, padding=0, dilation=1, act=0, packed=None):
     B, H, W, _ = x.shape
     kh, kw, _, cout = w.shape
     ho = (H + 2 * padding - dilation * (kh - 1) - 1) // stride + 1
@@ -39,102 +43,53 @@ def conv2d_reference(x, w, bias, stride=1, padding=0, dilation=1, act=0, wt=None
     return activation_reference(out, act)
 
 
-@parallel_kernel
-def _conv2d(x, w, bias, stride, padding, dilation, act, out):
-    B, H, W, cin = x.shape
-    kh, kw, _, cout = w.shape
-    _, ho, wo, _ = out.shape
-    for row in prange(B * ho):
-        b, oy = row // ho, row % ho
-        iy0 = oy * stride - padding
-        ky_lo, ky_hi = tap_range(iy0, H, kh, dilation)
-        acc = out[b, oy]
-        acc[:, :] = bias
-        for ox in range(wo):
-            ix0 = ox * stride - padding
-            kx_lo, kx_hi = tap_range(ix0, W, kw, dilation)
-            # accumulate every tap that lands inside the input
-            for ky in range(ky_lo, ky_hi):
-                iy = iy0 + ky * dilation
-                for kx in range(kx_lo, kx_hi):
-                    ix = ix0 + kx * dilation
-                    for c in range(cin):
-                        v = x[b, iy, ix, c]
-                        for o in range(cout):
-                            acc[ox, o] += v * w[ky, kx, c, o]
-            for o in range(cout):
-                acc[ox, o] = apply(acc[ox, o], act)
-
-
-@parallel_kernel
-def _conv2d_im2col(x, w2d, w2dt, bias, kh, kw, stride, padding, act, out):
-    # undilated convs: gather each output row's patches (zeros where they overhang the border) into a
-    # (Wo, kh * kw * Cin) matrix, then one block product with the (kh * kw * Cin, Cout) weight
+@parallel_tile_caller
+def _conv2d(x, wp, bp, kh, kw, stride, padding, dilation, act, band, out):
     B, H, W, cin = x.shape
     _, ho, wo, cout = out.shape
-    K = kh * kw * cin
-    for row in prange(B * ho):
-        b, oy = row // ho, row % ho
-        cols = np.zeros((wo, K), np.float32)
-        for ox in range(wo):
-            for ky in range(kh):
-                iy = oy * stride - padding + ky
-                if iy < 0 or iy >= H:
-                    continue
-                for kx in range(kw):
-                    ix = ox * stride - padding + kx
-                    if 0 <= ix < W:
-                        base = (ky * kw + kx) * cin
-                        for c in range(cin):
-                            cols[ox, base + c] = x[b, iy, ix, c]
-        acc = out[b, oy]
-        for m0 in range(0, wo, ROWS):
-            m1 = min(m0 + ROWS, wo)
-            product(cols, w2d, w2dt, bias, acc, m0, m1)
-            for m in range(m0, m1):
-                for o in range(cout):
-                    acc[m, o] = apply(acc[m, o], act)
+    bands = (ho + band - 1) // band
+    no_residual = np.empty((0, cout), np.float32)
+    for task in prange(B * bands):
+        b, r0 = task // bands, task % bands * band
+        r1 = min(r0 + band, ho)
+        # the rows of taps any output row of the band reaches
+        ky_lo, ky_hi = kh, 0
+        for oy in range(r0, r1):
+            lo, hi = tap_range(oy * stride - padding, H, kh, dilation)
+            if lo < hi:
+                ky_lo, ky_hi = min(ky_lo, lo), max(ky_hi, hi)
+        ky_hi = max(ky_lo, ky_hi)
+        K = (ky_hi - ky_lo) * kw * cin
+        # im2col: one row per output pixel of the band, (ky - ky_lo, kx, c) along it; for each tap row the kw pixels
+        # of an undilated conv are one contiguous run of the input row, copied at once
+        span = kw * cin
+        cols = np.empty(((r1 - r0) * wo, K), np.float32)
+        for oy in range(r0, r1):
+            for ox in range(wo):
+                row = cols[(oy - r0) * wo + ox]
+                ix0 = ox * stride - padding
+                for ky in range(ky_lo, ky_hi):
+                    iy = oy * stride - padding + ky * dilation
+                    dst = row[(ky - ky_lo) * span : (ky - ky_lo + 1) * span]
+                    if iy < 0 or iy >= H:
+                        dst[:] = 0.0
+                        continue
+                    src = x[b, iy].reshape(-1)
+                    if dilation == 1 and ix0 >= 0 and ix0 + kw <= W:
+                        dst[:] = src[ix0 * cin : (ix0 + kw) * cin]
+                        continue
+                    for kx in range(kw):
+                        ix = ix0 + kx * dilation
+                        if 0 <= ix < W:
+                            dst[kx * cin : (kx + 1) * cin] = src[ix * cin : (ix + 1) * cin]
+                        else:
+                            dst[kx * cin : (kx + 1) * cin] = 0.0
+        rows = out[b].reshape(ho * wo, cout)
+        gemm(cols, 0, wp, bp, rows, r0 * wo, (r1 - r0) * wo, ky_lo * kw * cin, ky_hi * kw * cin, cout)
+        epilogue(rows, r0 * wo, r1 * wo, act, no_residual)
 
 
-@parallel_kernel
-def _conv2d_taps(x, wt, bias, dilation, padding, act, out):
-    # stride-1 dilated convs (the ASPP branches): for each tap, the output pixels it reaches read one contiguous run
-    # of an input row, so the tap is a (run, Cin) x (Cin, Cout) product accumulated into the output row; taps and
-    # pixels that would read padding are never visited
-    B, H, W, cin = x.shape
-    kh, kw, cout, _ = wt.shape
-    _, ho, wo, _ = out.shape
-    for row in prange(B * ho):
-        b, oy = row // ho, row % ho
-        ky_lo, ky_hi = tap_range(oy - padding, H, kh, dilation)
-        acc = out[b, oy]
-        acc[:, :] = bias
-        for ky in range(ky_lo, ky_hi):
-            xrow = x[b, oy - padding + ky * dilation]
-            for kx in range(kw):
-                shift = kx * dilation - padding
-                lo, hi = max(0, -shift), min(wo, W - shift)
-                if hi <= lo:
-                    continue
-                xs, run = xrow[lo + shift : hi + shift], acc[lo:hi]
-                for m in range(0, hi - lo, ROWS):
-                    dot_product(xs, wt[ky, kx], bias, run, m, min(m + ROWS, hi - lo), True)
-        for ox in range(wo):
-            for o in range(cout):
-                acc[ox, o] = apply(acc[ox, o], act)
-
-
-def transposed_weight(w, stride=1, dilation=1):
-    """The rearranged copy of w (kh, kw, Cin, Cout) that the fast path for these settings reads, or None:
-    (Cout, kh * kw * Cin) for deep undilated convs, (kh, kw, Cout, Cin) for dilated stride-1 ones. Callers that run
-    the same weight many times make it once and pass it as `wt`."""
-    kh, kw, cin, cout = w.shape
-    if dilation == 1:
-        return np.ascontiguousarray(w.reshape(kh * kw * cin, cout).T) if kh * kw * cin >= DOT_MIN_K else None
-    return np.ascontiguousarray(w.transpose(0, 1, 3, 2)) if stride == 1 else None
-
-
-def conv2d(x, w, bias, stride=1, padding=0, dilation=1, act=0, wt=None):
+def conv2d(x, w, bias, stride=1, padding=0, dilation=1, act=0, packed=None):
     f32("conv2d x", x, 4)
     f32("conv2d w", w, 4)
     B, H, W, cin = x.shape
@@ -142,25 +97,12 @@ def conv2d(x, w, bias, stride=1, padding=0, dilation=1, act=0, wt=None):
     same("conv2d w", wcin, cin, "input channels")
     ho = conv_out_size(H, kh, stride, padding, dilation)
     wo = conv_out_size(W, kw, stride, padding, dilation)
-    bias = np.zeros(cout, np.float32) if bias is None else f32("conv2d bias", bias, 1)
-    same("conv2d bias", bias.shape[0], cout, "length")
+    if bias is not None:
+        f32("conv2d bias", bias, 1)
+        same("conv2d bias", bias.shape[0], cout, "length")
+    w2d = w.reshape(kh * kw * cin, cout)
+    wp, bp = pack(w2d, bias) if packed is None else check_packed("conv2d", packed, kh * kw * cin, cout)
+    band = 1 if dilation > 1 else block(ho, 1, -(-BAND_PIXELS // wo))
     out = np.empty((B, ho, wo, cout), np.float32)
-    if dilation == 1:
-        w2d, wt = w.reshape(kh * kw * cin, cout), _checked_wt(w, wt, stride, dilation)
-        _conv2d_im2col(x, w2d, w2d if wt is None else wt, bias, kh, kw, stride, padding, act, out)  # w2d: unused
-    elif stride == 1:
-        _conv2d_taps(x, _checked_wt(w, wt, stride, dilation), bias, dilation, padding, act, out)
-    else:
-        _conv2d(x, w, bias, stride, padding, dilation, act, out)
+    _conv2d(x, wp, bp, kh, kw, stride, padding, dilation, act, band, out)
     return out
-
-
-def _checked_wt(w, wt, stride, dilation):
-    """The caller's precomputed rearranged weight (checked), or a fresh one."""
-    if wt is None:
-        return transposed_weight(w, stride, dilation)
-    kh, kw, cin, cout = w.shape
-    expected = (cout, kh * kw * cin) if dilation == 1 else (kh, kw, cout, cin)
-    f32("conv2d wt", wt, len(expected))
-    shape("conv2d wt", wt, expected)
-    return wt

@@ -3,22 +3,25 @@ epilogue: bias, activation, then an optional residual add.
 
     out[m, n] = act(bias[n] + sum_k x[m, k] * w[k, n]) + residual[m, n]
 
-The weight is stored (in, out). The fast version runs blocks of four rows per task through the shared products of
-_gemm.py (AXPYs for shallow K, 2x2 dot-product tiles on the transposed weight for deep K), then the epilogue on the
-same rows while they are hot.
+The weight is stored (in, out). The fast version runs the register-tiled product of _gemm.py on the weight packed
+into panels (`pack`, made once per model by the executor and passed as `packed`), a block of rows per task, then
+the epilogue on those rows while they are still in L1.
 """
 
 import numpy as np
 from numba import prange
 
 from ._checks import f32, same, shape
-from ._gemm import DOT_MIN_K, ROWS, product
-from ._jit import parallel_kernel
-from .activation import activation_reference, apply
+from ._gemm import COLS, ROWS, gemm, pack
+from ._jit import parallel_tile_caller
+from ._split import block
+from .activation import activation_reference, epilogue
+
+BLOCK = 8 * ROWS  # rows per task, at most: the epilogue runs on them while they are in L1
 
 
 # x (M, K), w (K, N), bias (N,) or None, residual (M, N) or None -> (M, N)
-def linear_reference(x, w, bias=None, act=0, residual=None, wt=None):
+def linear_reference(x, w, bias=None, act=0, residual=None, packed=None):
     out = x @ w
     if bias is not None:
         out = out + bias
@@ -26,48 +29,44 @@ def linear_reference(x, w, bias=None, act=0, residual=None, wt=None):
     return out if residual is None else out + residual
 
 
-@parallel_kernel
-def _linear(x, w, wt, bias, act, residual, out):
-    M, N = out.shape
-    add_residual = residual.shape[0] == M
-    for block in prange((M + ROWS - 1) // ROWS):
-        m0 = block * ROWS
-        m1 = min(m0 + ROWS, M)
-        product(x, w, wt, bias, out, m0, m1)
-        # epilogue: activation, then the residual
-        for m in range(m0, m1):
-            for n in range(N):
-                v = apply(out[m, n], act)
-                if add_residual:
-                    v += residual[m, n]
-                out[m, n] = v
+@parallel_tile_caller
+def _linear(x, wp, bp, act, residual, rows, out):
+    M, K = x.shape
+    N = out.shape[1]
+    for task in prange((M + rows - 1) // rows):
+        m0 = task * rows
+        m1 = min(m0 + rows, M)
+        gemm(x, m0, wp, bp, out, m0, m1 - m0, 0, K, N)
+        epilogue(out, m0, m1, act, residual)
 
 
-def transposed_weight(w):
-    """The (out, in) copy of w that the deep-product path reads, or None when K is shallow (the AXPY path reads w).
-    Callers that run the same weight many times make it once and pass it as `wt`."""
-    return np.ascontiguousarray(w.T) if w.shape[0] >= DOT_MIN_K else None
+def check_packed(name, packed, K, N):
+    """The caller's packed weight and bias (checked), as `pack` makes them."""
+    wp, bp = packed
+    panels = -(-N // COLS)
+    f32(name + " packed weight", wp, 3)
+    shape(name + " packed weight", wp, (panels, K, COLS))
+    f32(name + " packed bias", bp, 2)
+    shape(name + " packed bias", bp, (panels, COLS))
+    return wp, bp
 
 
-def linear(x, w, bias=None, act=0, residual=None, wt=None):
+def linear(x, w, bias=None, act=0, residual=None, packed=None):
     f32("linear x", x, 2)
     f32("linear w", w, 2)
     M, K = x.shape
     N = w.shape[1]
     same("linear w", w.shape[0], K, "input features")
-    bias = np.zeros(N, np.float32) if bias is None else f32("linear bias", bias, 1)
-    same("linear bias", bias.shape[0], N, "length")
+    if bias is not None:
+        f32("linear bias", bias, 1)
+        same("linear bias", bias.shape[0], N, "length")
     if residual is None:
         residual = np.empty((0, N), np.float32)
     else:
         f32("linear residual", residual, 2)
         same("linear residual", residual.shape[0], M, "rows")
         same("linear residual", residual.shape[1], N, "columns")
+    wp, bp = pack(w, bias) if packed is None else check_packed("linear", packed, K, N)
     out = np.empty((M, N), np.float32)
-    if K >= DOT_MIN_K:
-        wt = transposed_weight(w) if wt is None else f32("linear wt", wt, 2)
-        shape("linear wt", wt, (N, K))
-    else:
-        wt = w
-    _linear(x, w, wt, bias, act, residual, out)
+    _linear(x, wp, bp, act, residual, block(M, ROWS, BLOCK), out)
     return out

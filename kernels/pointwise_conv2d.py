@@ -15,15 +15,15 @@ def _rows(x):
 
 
 # x (B, H, W, Cin), w (Cin, Cout), bias (Cout,) or None, residual (B, H, W, Cout) or None -> (B, H, W, Cout)
-def pointwise_conv2d_reference(x, w, bias=None, act=0, residual=None, wt=None):
+def pointwise_conv2d_reference(x, w, bias=None, act=0, residual=None, packed=None):
     res = None if residual is None else _rows(residual)
     return linear_reference(_rows(x), w, bias, act, res).reshape(*x.shape[:3], w.shape[1])
 
 
-def pointwise_conv2d(x, w, bias=None, act=0, residual=None, wt=None):
+def pointwise_conv2d(x, w, bias=None, act=0, residual=None, packed=None):
     f32("pointwise_conv2d x", x, 4)
     if residual is not None:
         f32("pointwise_conv2d residual", residual, 4)
         shape("pointwise_conv2d residual", residual, (*x.shape[:3], w.shape[-1]))
         residual = _rows(residual)
-    return linear(_rows(x), w, bias, act, residual, wt).reshape(*x.shape[:3], w.shape[1])
+    return linear(_rows(x), w, bias, act, residual, packed).reshape(*x.shape[:3], w.shape[1])

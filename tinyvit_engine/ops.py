@@ -11,21 +11,19 @@ import math
 
 import numpy as np
 
-from .kernels import activation_code
-from .kernels.conv2d import transposed_weight as conv_weight_t
-from .kernels.linear import transposed_weight as linear_weight_t
+from .kernels import activation_code, pack
 
 
 def conv(k, node, params, x, residual=None):
     a = node.attrs
-    w, b, wt = params[node.name + ".weight"], params.get(node.name + ".bias"), params.get(node.name + ".weight_t")
+    w, b, packed = params[node.name + ".weight"], params.get(node.name + ".bias"), _packed(node, params)
     act = activation_code(a.act)
     if a.depthwise:
         return k.depthwise_conv2d(x, w.reshape(a.kernel, a.kernel, a.cout), b, a.stride, a.padding, a.dilation, act)
     if _pointwise(a):
-        return k.pointwise_conv2d(x, w.reshape(a.cin, a.cout), b, act, residual, wt)
+        return k.pointwise_conv2d(x, w.reshape(a.cin, a.cout), b, act, residual, packed)
     assert residual is None, "only pointwise convs fuse a residual"
-    return k.conv2d(x, w, b, a.stride, a.padding, a.dilation, act, wt)
+    return k.conv2d(x, w, b, a.stride, a.padding, a.dilation, act, packed)
 
 
 def _pointwise(a) -> bool:
@@ -37,8 +35,8 @@ def linear(k, node, params, x, residual=None):
     a = node.attrs
     rows = x.reshape(-1, a.cin)
     res = None if residual is None else residual.reshape(-1, a.cout)
-    w, b, wt = params[node.name + ".weight"], params.get(node.name + ".bias"), params.get(node.name + ".weight_t")
-    out = k.linear(rows, w, b, activation_code(a.act), res, wt)
+    w, b = params[node.name + ".weight"], params.get(node.name + ".bias")
+    out = k.linear(rows, w, b, activation_code(a.act), res, _packed(node, params))
     return out.reshape(*x.shape[:-1], a.cout)
 
 
@@ -121,18 +119,21 @@ OPS = {
 }
 
 
+def _packed(node, params):
+    wp = params.get(node.name + ".weight_panels")
+    return None if wp is None else (wp, params[node.name + ".bias_panels"])
+
+
 def prepared_weights(nodes, params) -> dict:
-    """Rearranged weight copies the dense kernels would otherwise make on every call (`<node>.weight_t`), made once
-    when the executor is built."""
+    """The dense kernels' weights and biases packed into tile panels (`<node>.weight_panels`, `.bias_panels`), made
+    once when the executor is built instead of on every call."""
     out = {}
     for node in nodes:
         a, w = node.attrs, params.get(node.name + ".weight")
-        if node.op == "linear":
-            wt = linear_weight_t(w)
-        elif node.op == "conv" and not a.depthwise:
-            wt = linear_weight_t(w.reshape(a.cin, a.cout)) if _pointwise(a) else conv_weight_t(w, a.stride, a.dilation)
-        else:
+        if node.op == "conv" and not a.depthwise:
+            w = w.reshape(-1, a.cout)  # (kh * kw * cin, cout): the im2col product's weight
+        elif node.op != "linear":
             continue
-        if wt is not None:
-            out[node.name + ".weight_t"] = wt
+        wp, bp = pack(w, params.get(node.name + ".bias"))
+        out[node.name + ".weight_panels"], out[node.name + ".bias_panels"] = wp, bp
     return out
