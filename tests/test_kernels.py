@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from tinyvit_engine.kernels import FAST, GELU, NONE, REFERENCE, RELU, SILU, KernelArgumentError
+from tinyvit_engine.kernels import pack as FAST_PACK
 
 RTOL = 1e-5  # float32 sums in a different order: a few ulps of the largest term
 
@@ -30,6 +31,9 @@ def rng():
         (1, 9, 9, 2, 3, 5, 2, 2),
         (2, 4, 4, 3, 2, 1, 1, 1),
         (1, 6, 5, 3, 4, 2, 1, 1),  # an even kernel
+        (2, 9, 11, 16, 40, 3, 1, 1),  # deep: wide, narrow and partial weight panels, bands of rows
+        (1, 12, 10, 24, 33, 3, 1, 2),  # dilated and deep: tap rows clipped per output row
+        (1, 13, 9, 8, 48, 3, 2, 1),
     ],
 )
 @pytest.mark.parametrize("act", [NONE, SILU, RELU])
@@ -47,6 +51,10 @@ def test_conv2d(rng, B, H, W, cin, cout, k, stride, dil, act):
         (1, 9, 7, 8, 3, 2, 1),
         (1, 4, 5, 3, 3, 1, 2),
         (2, 6, 6, 4, 5, 1, 3),
+        (2, 9, 11, 24, 3, 1, 1),  # the register tile: three blocks of 8 channels, borders clipped
+        (1, 10, 9, 20, 3, 2, 1),  # tile blocks plus 4 remainder channels, stride 2
+        (1, 12, 12, 16, 3, 1, 2),  # dilated tile
+        (1, 3, 3, 8, 3, 1, 1),  # a map with no interior pixel
     ],
 )
 def test_depthwise_conv2d(rng, B, H, W, C, k, stride, dil):
@@ -58,7 +66,7 @@ def test_depthwise_conv2d(rng, B, H, W, C, k, stride, dil):
     )
 
 
-@pytest.mark.parametrize("M, K, N", [(1, 3, 5), (4, 8, 8), (7, 16, 33), (130, 40, 24)])
+@pytest.mark.parametrize("M, K, N", [(1, 3, 5), (4, 8, 8), (7, 16, 33), (130, 40, 24), (50, 70, 80), (3, 1, 48)])
 @pytest.mark.parametrize("act", [NONE, SILU, GELU])
 def test_linear(rng, M, K, N, act):
     x, w, b, r = rand(rng, M, K), rand(rng, K, N), rand(rng, N), rand(rng, M, N)
@@ -80,7 +88,9 @@ def test_layer_norm(rng, M, C):
     close(FAST.layer_norm(x, g, b, 1e-5), REFERENCE.layer_norm(x, g, b, 1e-5))
 
 
-@pytest.mark.parametrize("T, N, C, heads", [(4, 16, 8, 4), (8, 1, 12, 3), (4, 70, 24, 4), (2, 5, 6, 1)])
+@pytest.mark.parametrize(
+    "T, N, C, heads", [(4, 16, 8, 4), (8, 1, 12, 3), (4, 70, 24, 4), (2, 5, 6, 1), (2, 37, 108, 3), (1, 29, 80, 4)]
+)
 def test_attention(rng, T, N, C, heads):
     qkv = rand(rng, T, N, 3 * C) * 2
     close(FAST.attention(qkv, heads), REFERENCE.attention(qkv, heads))
@@ -175,3 +185,42 @@ def test_wrappers_refuse_bad_arrays(rng):
         FAST.depthwise_conv2d(x[:, :, ::2], rand(rng, 3, 3, 3), None, 1, 1)
     with pytest.raises(KernelArgumentError, match="heads"):
         FAST.attention(rand(rng, 2, 3, 12), 3)
+
+
+def test_generated_tiles_are_current():
+    # kernels/_tiles.py is what kernels/_tilegen.py generates (regenerate with `python -m ... _tilegen --write`)
+    from tinyvit_engine.kernels import _tilegen
+
+    assert _tilegen.TARGET.read_text() == _tilegen.source()
+
+
+@pytest.mark.parametrize(
+    "M, K, N, am, om, rows, k0, k1",
+    [
+        (10, 20, 37, 0, 0, 10, 0, 20),
+        (9, 33, 64, 2, 1, 7, 5, 30),
+        (4, 8, 16, 1, 0, 2, 0, 8),
+        (13, 17, 50, 0, 3, 9, 9, 9),
+    ],
+)
+def test_gemm(rng, M, K, N, am, om, rows, k0, k1):
+    # the shared product on a block of rows, a range of the depth, offsets into both matrices, partial panels
+    from tinyvit_engine.kernels import _gemm
+
+    a, w, b = rand(rng, M, K), rand(rng, K, N), rand(rng, N)
+    wp, bp = _gemm.pack(w, b)
+    np.testing.assert_array_equal(_gemm.unpack(wp, N), w)
+    out, expected = np.full((M + 3, N + 2), 7.0, np.float32), np.full((M + 3, N + 2), 7.0, np.float32)
+    _gemm.gemm(a, am, wp, bp, out, om, rows, k0, k1, N)
+    _gemm.gemm_reference(a, am, wp, bp, expected, om, rows, k0, k1, N)
+    close(out, expected)
+
+
+def test_packed_weights_are_checked(rng):
+    x, w = rand(rng, 5, 8), rand(rng, 8, 20)
+    wp, bp = FAST_PACK(w, None)
+    np.testing.assert_allclose(FAST.linear(x, w, None, NONE, None, (wp, bp)), x @ w, rtol=1e-5, atol=1e-5)
+    with pytest.raises(KernelArgumentError, match="packed weight"):
+        FAST.linear(x, w, None, NONE, None, (wp[:, :4], bp))
+    with pytest.raises(KernelArgumentError, match="packed bias"):
+        FAST.linear(x, w, None, NONE, None, (wp, bp.astype(np.float64)))
