@@ -4,8 +4,8 @@
     relu(x) = max(x, 0)
     gelu(x) = x * Phi(x)          (exact, erf-based: transformers' "gelu")
 
-Activations are passed to kernels as small integer codes, so that one compiled kernel serves them all. SiLU uses the
-vectorisable exp of _exp.py, so an epilogue loop with it still compiles to SIMD code.
+Activations are passed to kernels as small integer codes, so that one compiled kernel serves them all. SiLU uses a
+rational tanh (no exp, no branch), so an epilogue loop with it compiles to SIMD code.
 """
 
 import math
@@ -14,7 +14,6 @@ import numpy as np
 from numba import prange
 
 from ._checks import KernelArgumentError
-from ._exp import exp
 from ._jit import inline, parallel_kernel
 
 NONE, SILU, RELU, GELU = 0, 1, 2, 3
@@ -42,7 +41,32 @@ def activation_reference(x: np.ndarray, act: int) -> np.ndarray:
 
 @inline
 def silu(v):
-    return v / (np.float32(1.0) + exp(-v))
+    # x * sigmoid(x) = x * (1 + tanh(x / 2)) / 2, with a rational tanh: no exp, one division, fewer constants to keep
+    # in registers (0.36 vs 0.56 ms for 524k values in L1, Zen 3); absolute error below 4e-6 for |x| <= 30
+    return v * (np.float32(0.5) + np.float32(0.5) * tanh(np.float32(0.5) * v))
+
+
+@inline
+def tanh(v):
+    """Eigen's rational tanh (odd degree-13 numerator over even degree-6 denominator, clamped to +-7.9053, where
+    float32 tanh is 1); NaN passes through."""
+    c = np.float32(7.90531110763549805)
+    x = v if v < c else c
+    x = x if x > -c else -c
+    x2 = x * x
+    p = np.float32(-2.76076847742355e-16)
+    p = p * x2 + np.float32(2.00018790482477e-13)
+    p = p * x2 + np.float32(-8.60467152213735e-11)
+    p = p * x2 + np.float32(5.12229709037114e-08)
+    p = p * x2 + np.float32(1.48572235717979e-05)
+    p = p * x2 + np.float32(6.37261928875436e-04)
+    p = p * x2 + np.float32(4.89352455891786e-03)
+    q = np.float32(1.19825839466702e-06)
+    q = q * x2 + np.float32(1.18534705686654e-04)
+    q = q * x2 + np.float32(2.26843463243900e-03)
+    q = q * x2 + np.float32(4.89352518554385e-03)
+    t = p * x / q
+    return t if v == v else v
 
 
 @inline

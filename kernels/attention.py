@@ -89,12 +89,12 @@ def _attention(qkv, heads, out):
         vp = np.zeros((pd, N, COLS), np.float32)
         q = np.empty((N, D), np.float32)
         for j in range(N):
-            tok, kj = qkv[t, j], kp[j // COLS]
+            tok = qkv[t, j]
+            pj, jj = j // COLS, j % COLS
             for d in range(D):
                 q[j, d] = tok[q0 + d] * scale
-                kj[d, j % COLS] = tok[k0 + d]
-            for p in range(pd):
-                vp[p, j, : min(COLS, D - p * COLS)] = tok[v0 + p * COLS : v0 + min(D, p * COLS + COLS)]
+                kp[pj, d, jj] = tok[k0 + d]
+                vp[d // COLS, j, d % COLS] = tok[v0 + d]
         zeros_n, zeros_d = np.zeros((pn, COLS), np.float32), np.zeros((pd, COLS), np.float32)
         s = np.empty((QUERIES, N), np.float32)
         o = np.empty((QUERIES, D), np.float32)

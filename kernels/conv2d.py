@@ -15,7 +15,7 @@ from numba import prange
 
 from ._checks import conv_out_size, f32, same
 from ._gemm import gemm, pack
-from ._jit import parallel_tile_caller
+from ._jit import inline, parallel_tile_caller
 from ._split import block
 from ._window import tap_range
 from .activation import activation_reference, epilogue
@@ -43,12 +43,47 @@ def conv2d_reference(x, w, bias, stride=1, padding=0, dilation=1, act=0, packed=
     return activation_reference(out, act)
 
 
+@inline
+def _gather(xf, cf, H, W, cin, kw, stride, padding, dilation, r0, r1, wo, ky_lo, ky_hi):
+    """The im2col rows of output rows [r0, r1) into cf (flat), from one sample's input xf (flat H * W * cin). Flat
+    arrays and unsigned offsets: array views made per pixel (and signed indices) cost more than the copy."""
+    K = (ky_hi - ky_lo) * kw * cin
+    span = kw * cin
+    at = np.uint64(0)
+    for oy in range(r0, r1):
+        for ox in range(wo):
+            ix0 = ox * stride - padding
+            for ky in range(ky_lo, ky_hi):
+                iy = oy * stride - padding + ky * dilation
+                if iy < 0 or iy >= H:
+                    for i in range(span):
+                        cf[at + np.uint64(i)] = 0.0
+                elif dilation == 1 and ix0 >= 0 and ix0 + kw <= W:
+                    src = np.uint64((iy * W + ix0) * cin)
+                    for i in range(span):
+                        cf[at + np.uint64(i)] = xf[src + np.uint64(i)]
+                else:
+                    for kx in range(kw):
+                        ix = ix0 + kx * dilation
+                        dst = at + np.uint64(kx * cin)
+                        if 0 <= ix < W:
+                            src = np.uint64((iy * W + ix) * cin)
+                            for c in range(cin):
+                                cf[dst + np.uint64(c)] = xf[src + np.uint64(c)]
+                        else:
+                            for c in range(cin):
+                                cf[dst + np.uint64(c)] = 0.0
+                at += np.uint64(span)
+    return K
+
+
 @parallel_tile_caller
 def _conv2d(x, wp, bp, kh, kw, stride, padding, dilation, act, band, out):
     B, H, W, cin = x.shape
     _, ho, wo, cout = out.shape
     bands = (ho + band - 1) // band
     no_residual = np.empty((0, cout), np.float32)
+    xf = x.reshape(-1)
     for task in prange(B * bands):
         b, r0 = task // bands, task % bands * band
         r1 = min(r0 + band, ho)
@@ -61,29 +96,24 @@ def _conv2d(x, wp, bp, kh, kw, stride, padding, dilation, act, band, out):
         ky_hi = max(ky_lo, ky_hi)
         K = (ky_hi - ky_lo) * kw * cin
         # im2col: one row per output pixel of the band, (ky - ky_lo, kx, c) along it; for each tap row the kw pixels
-        # of an undilated conv are one contiguous run of the input row, copied at once
-        span = kw * cin
+        # of an undilated conv are one contiguous run of the input row
         cols = np.empty(((r1 - r0) * wo, K), np.float32)
-        for oy in range(r0, r1):
-            for ox in range(wo):
-                row = cols[(oy - r0) * wo + ox]
-                ix0 = ox * stride - padding
-                for ky in range(ky_lo, ky_hi):
-                    iy = oy * stride - padding + ky * dilation
-                    dst = row[(ky - ky_lo) * span : (ky - ky_lo + 1) * span]
-                    if iy < 0 or iy >= H:
-                        dst[:] = 0.0
-                        continue
-                    src = x[b, iy].reshape(-1)
-                    if dilation == 1 and ix0 >= 0 and ix0 + kw <= W:
-                        dst[:] = src[ix0 * cin : (ix0 + kw) * cin]
-                        continue
-                    for kx in range(kw):
-                        ix = ix0 + kx * dilation
-                        if 0 <= ix < W:
-                            dst[kx * cin : (kx + 1) * cin] = src[ix * cin : (ix + 1) * cin]
-                        else:
-                            dst[kx * cin : (kx + 1) * cin] = 0.0
+        _gather(
+            xf[b * H * W * cin : (b + 1) * H * W * cin],
+            cols.reshape(-1),
+            H,
+            W,
+            cin,
+            kw,
+            stride,
+            padding,
+            dilation,
+            r0,
+            r1,
+            wo,
+            ky_lo,
+            ky_hi,
+        )
         rows = out[b].reshape(ho * wo, cout)
         gemm(cols, 0, wp, bp, rows, r0 * wo, (r1 - r0) * wo, ky_lo * kw * cin, ky_hi * kw * cin, cout)
         epilogue(rows, r0 * wo, r1 * wo, act, no_residual)
