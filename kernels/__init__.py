@@ -15,6 +15,7 @@ from .attention import attention, attention_reference
 from .conv2d import conv2d, conv2d_reference
 from .depthwise_conv2d import depthwise_conv2d, depthwise_conv2d_reference
 from .group_norm import group_norm, group_norm_reference
+from .inverted_residual import inverted_residual, inverted_residual_reference
 from .layer_norm import layer_norm, layer_norm_reference
 from .linear import linear, linear_reference
 from .linear_attention import linear_attention, linear_attention_reference
@@ -31,6 +32,7 @@ OPS = (
     "fold",
     "global_avg_pool",
     "group_norm",
+    "inverted_residual",
     "layer_norm",
     "linear",
     "linear_attention",

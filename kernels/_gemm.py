@@ -55,25 +55,31 @@ def gemm(a, am, wp, bp, out, om, rows, k0, k1, n):
     """out[om:om+rows, :n] = bias + a[am:am+rows, :k1 - k0] @ w[k0:k1, :n], with w and bias packed."""
     full = n // COLS  # panels stored straight into out; a last partial one goes through scratch
     panels = -(-n // COLS)
+    c = np.empty((ROWS, COLS if panels > full or rows < ROWS else 0), np.float32)
+    if rows < ROWS:  # too few rows for one tile: a zero-padded copy
+        src = np.zeros((ROWS, k1 - k0), np.float32)
+        src[:rows] = a[am : am + rows, : k1 - k0]
+        _rows(src, 0, wp, bp, out, om, rows, k0, k1, n, 0, c)
+        return
     for i in range(0, rows, ROWS):
-        mr = min(ROWS, rows - i)
-        if mr == ROWS:
-            src, sm = a, am + i
-        else:  # the last rows: a zero-padded copy, so the tile reads no row past the block
-            src, sm = np.zeros((ROWS, k1 - k0), np.float32), 0
-            src[:mr] = a[am + i : am + i + mr, : k1 - k0]
-        p = 0
-        if mr == ROWS:
-            while p + 2 <= full:
-                wide(src, sm, wp, p, k0, k1, bp, out, om + i, p * COLS)
-                p += 2
-            if p < full:
-                narrow(src, sm, wp, p, k0, k1, bp, out, om + i, p * COLS)
-                p += 1
-        while p < panels:
-            c = np.empty((ROWS, COLS), np.float32)
-            narrow(src, sm, wp, p, k0, k1, bp, c, 0, 0)
-            for r in range(mr):
-                for j in range(min(COLS, n - p * COLS)):
-                    out[om + i + r, p * COLS + j] = c[r, j]
-            p += 1
+        i = min(i, rows - ROWS)  # the last block overlaps the one before rather than running past the rows
+        _rows(a, am + i, wp, bp, out, om + i, ROWS, k0, k1, n, full, c)
+
+
+@tile_caller
+def _rows(a, am, wp, bp, out, om, mr, k0, k1, n, full, c):
+    """One block of ROWS rows of a (mr of them stored): the wide tile on pairs of panels, the narrow one on a last
+    single panel; panels from `full` on through the scratch c (partial, or all when mr < ROWS)."""
+    p = 0
+    while p + 2 <= full:
+        wide(a, am, wp, p, k0, k1, bp, out, om, p * COLS)
+        p += 2
+    if p < full:
+        narrow(a, am, wp, p, k0, k1, bp, out, om, p * COLS)
+        p += 1
+    while p * COLS < n:
+        narrow(a, am, wp, p, k0, k1, bp, c, 0, 0)
+        for r in range(mr):
+            for j in range(min(COLS, n - p * COLS)):
+                out[om + r, p * COLS + j] = c[r, j]
+        p += 1

@@ -40,21 +40,55 @@ def depthwise_conv2d_reference(x, w, bias, stride=1, padding=0, dilation=1, act=
 
 
 @inline
-def _clipped(xb, w, bias, iy0, ky_lo, ky_hi, stride, padding, dilation, row, ox, c_lo, c_hi):
-    """row[ox, c_lo:c_hi] from the taps inside the map only (borders, remainder channels, other filter sizes)."""
-    W = xb.shape[1]
-    kw = w.shape[1]
-    ix0 = ox * stride - padding
-    kx_lo, kx_hi = tap_range(ix0, W, kw, dilation)
-    o = row[ox]
-    for c in range(c_lo, c_hi):
-        o[c] = bias[c]
-    for ky in range(ky_lo, ky_hi):
-        xr = xb[iy0 + ky * dilation]
-        for kx in range(kx_lo, kx_hi):
-            xv, wv = xr[ix0 + kx * dilation], w[ky, kx]
-            for c in range(c_lo, c_hi):
-                o[c] += xv[c] * wv[c]
+def row_3x3(r0, r1, r2, w, bias, stride, padding, dilation, row):
+    """One output row (Wo, C) of a 3x3 depthwise conv from its three input rows (W, C) (a row of zeros where a tap
+    row is padding): the interior pixels through the tile per block of LANES channels, then the border pixels and
+    the remaining channels from the taps inside the map."""
+    W, C = r0.shape
+    wo = row.shape[0]
+    blocked = C // LANES * LANES
+    # pixels whose three column taps are all inside the map
+    lo = min(wo, (padding + stride - 1) // stride)
+    hi = max(lo, min(wo, (W - 1 - 2 * dilation + padding) // stride + 1))
+    if blocked > 0 and lo < hi:
+        x0 = np.uint64(lo * stride - padding)  # unsigned: see _tilegen.depthwise_tile
+        for c0 in range(0, blocked, LANES):
+            tile(r0, r1, r2, x0, np.uint64(stride), np.uint64(dilation), c0, w, bias, row, lo, hi)
+    for ox in range(wo):
+        c_lo = blocked if lo <= ox < hi else 0
+        if c_lo == C:
+            continue
+        ix0 = ox * stride - padding
+        kx_lo, kx_hi = tap_range(ix0, W, 3, dilation)
+        o = row[ox]
+        for c in range(c_lo, C):
+            o[c] = bias[c]
+        for ky in range(3):
+            r = r0 if ky == 0 else r1 if ky == 1 else r2
+            for kx in range(kx_lo, kx_hi):
+                xv, wv = r[ix0 + kx * dilation], w[ky, kx]
+                for c in range(c_lo, C):
+                    o[c] += xv[c] * wv[c]
+
+
+@inline
+def _row_any(xb, w, bias, iy0, stride, padding, dilation, row):
+    """One output row of a depthwise conv of any filter size, from the taps inside the map."""
+    H, W, C = xb.shape
+    kh, kw, _ = w.shape
+    ky_lo, ky_hi = tap_range(iy0, H, kh, dilation)
+    for ox in range(row.shape[0]):
+        ix0 = ox * stride - padding
+        kx_lo, kx_hi = tap_range(ix0, W, kw, dilation)
+        o = row[ox]
+        for c in range(C):
+            o[c] = bias[c]
+        for ky in range(ky_lo, ky_hi):
+            xr = xb[iy0 + ky * dilation]
+            for kx in range(kx_lo, kx_hi):
+                xv, wv = xr[ix0 + kx * dilation], w[ky, kx]
+                for c in range(C):
+                    o[c] += xv[c] * wv[c]
 
 
 @parallel_tile_caller
@@ -62,28 +96,20 @@ def _depthwise_conv2d(x, w, bias, stride, padding, dilation, act, out):
     B, H, W, C = x.shape
     kh, kw, _ = w.shape
     _, ho, wo, _ = out.shape
-    blocked = C // LANES * LANES if kh == 3 and kw == 3 else 0  # channels the tile computes
-    # output pixels whose 3 column taps are all inside the map
-    lo = min(wo, (padding + stride - 1) // stride)
-    hi = max(lo, min(wo, (W - 1 - 2 * dilation + padding) // stride + 1))
+    zeros = np.zeros((W, C), np.float32)  # the input row of a tap that falls in the padding
     no_residual = np.empty((0, C), np.float32)
-    x0, us, ud = np.uint64(max(0, lo * stride - padding)), np.uint64(stride), np.uint64(dilation)  # see _tilegen
     for task in prange(B * ho):
         b, oy = task // ho, task % ho
         xb, row = x[b], out[b, oy]
         iy0 = oy * stride - padding
-        ky_lo, ky_hi = tap_range(iy0, H, kh, dilation)
-        interior = ky_hi - ky_lo == 3 and blocked > 0
-        if interior:
-            r0, r1, r2 = xb[iy0], xb[iy0 + dilation], xb[iy0 + 2 * dilation]
-            for c0 in range(0, blocked, LANES):
-                tile(r0, r1, r2, x0, us, ud, c0, w, bias, row, lo, hi)
-        for ox in range(wo):
-            if interior and lo <= ox < hi:
-                if blocked < C:
-                    _clipped(xb, w, bias, iy0, ky_lo, ky_hi, stride, padding, dilation, row, ox, blocked, C)
-            else:
-                _clipped(xb, w, bias, iy0, ky_lo, ky_hi, stride, padding, dilation, row, ox, 0, C)
+        if kh == 3 and kw == 3:
+            iy1, iy2 = iy0 + dilation, iy0 + 2 * dilation
+            r0 = xb[iy0] if 0 <= iy0 < H else zeros
+            r1 = xb[iy1] if 0 <= iy1 < H else zeros
+            r2 = xb[iy2] if 0 <= iy2 < H else zeros
+            row_3x3(r0, r1, r2, w, bias, stride, padding, dilation, row)
+        else:
+            _row_any(xb, w, bias, iy0, stride, padding, dilation, row)
         epilogue(out[b].reshape(ho * wo, C), oy * wo, (oy + 1) * wo, act, no_residual)
 
 

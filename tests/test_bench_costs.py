@@ -96,16 +96,22 @@ def test_every_node_of_a_real_graph(name, size):
     x = np.random.default_rng(0).random((2, 3, size, size), dtype=np.float32)
     shapes = costs.tensor_shapes(model, x)
     assert shapes["pixel_values"] == (2, size, size, 3)
-    node_costs = costs.graph_costs(model.graph, shapes)
-    assert set(node_costs) == {n.name for n in model.graph.nodes}
-    dense = 0
-    for node in model.graph.nodes:
+    graph = model.executor.graph  # as it runs, fused
+    node_costs = costs.graph_costs(graph, shapes)
+    assert set(node_costs) == {n.name for n in graph.nodes}
+    dense = fused = 0
+    for node in graph.nodes:
+        weight = {p: t.size for p, t in model.executor.params.items() if p.endswith(".weight")}
         if node.op in ("conv", "linear"):
-            weight = model.executor.params[node.name + ".weight"]
-            assert node_costs[node.name].flops == 2 * math.prod(shapes[node.name][:-1]) * weight.size, node.name
+            assert node_costs[node.name].flops == 2 * math.prod(shapes[node.name][:-1]) * weight[node.name + ".weight"]
             dense += 1
+        if node.op == "inverted_residual":  # expand on the input's pixels, depthwise and reduce on the output's
+            expand, depthwise, reduce = (weight[p.name + ".weight"] for p in node.attrs.parts)
+            pixels_in, pixels_out = math.prod(shapes[node.inputs[0]][:-1]), math.prod(shapes[node.name][:-1])
+            assert node_costs[node.name].flops == 2 * (pixels_in * expand + pixels_out * (depthwise + reduce))
+            fused += 1
         assert node_costs[node.name].bytes > 0
-    assert dense > 10
+    assert dense > 10 and fused > 3
 
 
 def test_vector_kind():

@@ -224,3 +224,17 @@ def test_packed_weights_are_checked(rng):
         FAST.linear(x, w, None, NONE, None, (wp[:, :4], bp))
     with pytest.raises(KernelArgumentError, match="packed bias"):
         FAST.linear(x, w, None, NONE, None, (wp, bp.astype(np.float64)))
+
+
+@pytest.mark.parametrize(
+    "B, H, W, cin, mid, cout, stride",
+    [(1, 9, 11, 16, 32, 16, 1), (2, 8, 7, 12, 24, 20, 2), (1, 5, 4, 3, 20, 3, 1), (1, 1, 1, 8, 16, 8, 1)],
+)
+def test_inverted_residual(rng, B, H, W, cin, mid, cout, stride):
+    # the fused block against the composition of the unfused references, with and without the residual
+    x, we, be = rand(rng, B, H, W, cin), rand(rng, cin, mid), rand(rng, mid)
+    wd, bd, wr, br = rand(rng, 3, 3, mid), rand(rng, mid), rand(rng, mid, cout) * 0.3, rand(rng, cout)
+    ho, wo = (H - 1) // stride + 1, (W - 1) // stride + 1
+    for residual in (None, rand(rng, B, ho, wo, cout)):
+        args = (x, we, be, wd, bd, wr, br, stride, SILU, residual)
+        close(FAST.inverted_residual(*args), REFERENCE.inverted_residual(*args))

@@ -292,14 +292,15 @@ def profile(name: str, workdir: Path, batch: int, runs: int = 20) -> None:
     print(peak.describe(), flush=True)
     model = load(prepare(name, batch, workdir)["engine"])
     x = pixels(name, batch)
-    node_costs = costs.graph_costs(model.graph, costs.tensor_shapes(model, x))
+    graph = model.executor.graph  # fused, as it runs
+    node_costs = costs.graph_costs(graph, costs.tensor_shapes(model, x))
     for _ in range(3):
         model(x)
     timings: dict[str, float] = {}
     for _ in range(runs):
         model(x, timings=timings)
     seconds = {node: t / runs for node, t in timings.items()}
-    nodes = {n.name: n for n in model.graph.nodes}
+    nodes = {n.name: n for n in graph.nodes}
     by_kind: dict[str, tuple[float, costs.Cost]] = {}
     for node, t in seconds.items():
         kind = costs.kind(nodes[node])

@@ -98,8 +98,21 @@ def _resize(node: Node, ins: Sequence[Shape], out: Shape) -> int:
     return RESIZE_FLOPS * math.prod(out)
 
 
+def _inverted_residual(node: Node, ins: Sequence[Shape], out: Shape) -> int:
+    # expand 1x1 on the input map, depthwise 3x3 and reduce 1x1 on the output's pixels (fusion.py)
+    expand, depthwise, reduce = node.attrs.parts
+    b, h, w, _ = ins[0]
+    mid = expand.attrs.cout
+    return (
+        _conv(expand, ins[:1], (b, h, w, mid))
+        + _conv(depthwise, [(b, h, w, mid)], (*out[:3], mid))
+        + _conv(reduce, [(*out[:3], mid)], out)
+    )
+
+
 FLOPS: dict[str, Callable[[Node, Sequence[Shape], Shape], int]] = {
     "conv": _conv,
+    "inverted_residual": _inverted_residual,
     "linear": _linear,
     "layer_norm": _norm,
     "group_norm": _norm,
@@ -132,7 +145,8 @@ def graph_costs(graph: Graph, shapes: dict[str, Shape]) -> dict[str, Cost]:
 def tensor_shapes(model, pixel_values: np.ndarray) -> dict[str, Shape]:
     """Every tensor's shape, channels-last as the graph sees it, from one run of the model that keeps them all."""
     x = np.ascontiguousarray(pixel_values.transpose(0, 2, 3, 1), dtype=np.float32)
-    keep = {model.graph.input} | {n.name for n in model.graph.nodes}
+    graph = model.executor.graph  # the graph that runs: fused nodes in place of their sequences
+    keep = {graph.input} | {n.name for n in graph.nodes}
     return {name: t.shape for name, t in model.executor.run(x, keep).items()}
 
 

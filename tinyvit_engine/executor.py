@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from . import kernels
+from .fusion import fuse
 from .graph import Graph
 from .ops import OPS, prepared_weights
 
@@ -39,11 +40,11 @@ def keep_freed_memory() -> None:
 class Executor:
     def __init__(self, graph: Graph, params: dict[str, np.ndarray], reference: bool = False) -> None:
         keep_freed_memory()
-        self.graph = graph
+        self.graph = fuse(graph)
         self.params = {**params, **prepared_weights(graph.nodes, params)}
         self.kernels = kernels.REFERENCE if reference else kernels.FAST
         # index of the last node reading each tensor
-        self.last_use = {name: i for i, node in enumerate(graph.nodes) for name in node.inputs}
+        self.last_use = {name: i for i, node in enumerate(self.graph.nodes) for name in node.inputs}
 
     def run(self, x: np.ndarray, keep: set[str], timings: dict[str, float] | None = None) -> dict[str, np.ndarray]:
         """Run the graph on the input map `x`; return the tensors named in `keep`."""

@@ -93,9 +93,19 @@ class Node:
     attrs: object = None
 
     def params(self) -> dict[str, Shape]:
-        """Full parameter names of this node and their shapes."""
+        """Full parameter names of this node and their shapes (a fused node's: those of the nodes it replaced)."""
+        if isinstance(self.attrs, Fused):
+            return {k: v for part in self.attrs.parts for k, v in part.params().items()}
         shapes = self.attrs.params() if hasattr(self.attrs, "params") else {}
         return {f"{self.name}.{k}": v for k, v in shapes.items()}
+
+
+@dataclass(frozen=True)
+class Fused:
+    """The attributes of a node that the fusion pass made from a sequence of nodes (`parts`, in order); the fused
+    node computes what the last part computed and keeps its name, and its parameters keep their names."""
+
+    parts: tuple[Node, ...]
 
 
 @dataclass

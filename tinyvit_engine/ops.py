@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from .graph import Fused
 from .kernels import activation_code, pack
 
 
@@ -24,6 +25,20 @@ def conv(k, node, params, x, residual=None):
         return k.pointwise_conv2d(x, w.reshape(a.cin, a.cout), b, act, residual, packed)
     assert residual is None, "only pointwise convs fuse a residual"
     return k.conv2d(x, w, b, a.stride, a.padding, a.dilation, act, packed)
+
+
+def inverted_residual(k, node, params, x, residual=None):
+    # expand 1x1 -> depthwise 3x3 -> reduce 1x1 (+ residual), fused (see fusion.py)
+    e, d, r = node.attrs.parts
+    weight = {p.name: params[p.name + ".weight"] for p in (e, d, r)}
+    bias = {p.name: params.get(p.name + ".bias") for p in (e, d, r)}
+    wd = weight[d.name].reshape(3, 3, d.attrs.cout)
+    we, wr = weight[e.name].reshape(e.attrs.cin, e.attrs.cout), weight[r.name].reshape(r.attrs.cin, r.attrs.cout)
+    packed = (_packed(e, params), _packed(r, params))
+    act = activation_code(e.attrs.act)
+    return k.inverted_residual(
+        x, we, bias[e.name], wd, bias[d.name], wr, bias[r.name], d.attrs.stride, act, residual, packed
+    )
 
 
 def _pointwise(a) -> bool:
@@ -106,6 +121,7 @@ def resize_like(k, node, params, x, like):
 
 OPS = {
     "conv": conv,
+    "inverted_residual": inverted_residual,
     "linear": linear,
     "layer_norm": layer_norm,
     "attention": attention,
@@ -128,7 +144,8 @@ def prepared_weights(nodes, params) -> dict:
     """The dense kernels' weights and biases packed into tile panels (`<node>.weight_panels`, `.bias_panels`), made
     once when the executor is built instead of on every call."""
     out = {}
-    for node in nodes:
+    parts = [p for node in nodes for p in (node.attrs.parts if isinstance(node.attrs, Fused) else (node,))]
+    for node in parts:
         a, w = node.attrs, params.get(node.name + ".weight")
         if node.op == "conv" and not a.depthwise:
             w = w.reshape(-1, a.cout)  # (kh * kw * cin, cout): the im2col product's weight
