@@ -55,31 +55,53 @@ def gemm(a, am, wp, bp, out, om, rows, k0, k1, n):
     """out[om:om+rows, :n] = bias + a[am:am+rows, :k1 - k0] @ w[k0:k1, :n], with w and bias packed."""
     full = n // COLS  # panels stored straight into out; a last partial one goes through scratch
     panels = -(-n // COLS)
-    c = np.empty((ROWS, COLS if panels > full or rows < ROWS else 0), np.float32)
+    c = np.empty(ROWS * COLS if panels > full or rows < ROWS else 0, np.float32)
+    wf, bf, of = wp.reshape(-1), bp.reshape(-1), out.reshape(-1)
     if rows < ROWS:  # too few rows for one tile: a zero-padded copy
         src = np.zeros((ROWS, k1 - k0), np.float32)
         src[:rows] = a[am : am + rows, : k1 - k0]
-        _rows(src, 0, wp, bp, out, om, rows, k0, k1, n, 0, c)
+        _rows(src.reshape(-1), 0, k1 - k0, wf, wp.shape[1], bf, of, om, out.shape[1], rows, k0, k1, n, 0, c)
         return
+    af = a.reshape(-1)
     for i in range(0, rows, ROWS):
         i = min(i, rows - ROWS)  # the last block overlaps the one before rather than running past the rows
-        _rows(a, am + i, wp, bp, out, om + i, ROWS, k0, k1, n, full, c)
+        _rows(af, am + i, a.shape[1], wf, wp.shape[1], bf, of, om + i, out.shape[1], ROWS, k0, k1, n, full, c)
 
 
 @tile_caller
-def _rows(a, am, wp, bp, out, om, mr, k0, k1, n, full, c):
-    """One block of ROWS rows of a (mr of them stored): the wide tile on pairs of panels, the narrow one on a last
-    single panel; panels from `full` on through the scratch c (partial, or all when mr < ROWS)."""
+def _rows(a, am, lda, w, K, b, out, om, ldc, mr, k0, k1, n, full, c):
+    """One block of ROWS rows (mr of them stored), all flat: the wide tile on pairs of panels, the narrow one on a
+    last single panel; panels from `full` on through the scratch c (partial, or all when mr < ROWS)."""
+    ao, depth, ulda, uldc = np.uint64(am * lda), k1 - k0, np.uint64(lda), np.uint64(ldc)
+    panel = np.uint64(K * COLS)  # floats per weight panel
+    w0 = np.uint64(k0 * COLS)  # this depth range's first row in every panel
+    co = np.uint64(om * ldc)
     p = 0
     while p + 2 <= full:
-        wide(a, am, wp, p, k0, k1, bp, out, om, p * COLS)
+        up = np.uint64(p)
+        wide(
+            a,
+            ao,
+            ulda,
+            w,
+            w0 + up * panel,
+            w0 + (up + np.uint64(1)) * panel,
+            b,
+            up * np.uint64(COLS),
+            out,
+            co + up * np.uint64(COLS),
+            uldc,
+            depth,
+        )
         p += 2
     if p < full:
-        narrow(a, am, wp, p, k0, k1, bp, out, om, p * COLS)
+        up = np.uint64(p)
+        narrow(a, ao, ulda, w, w0 + up * panel, b, up * np.uint64(COLS), out, co + up * np.uint64(COLS), uldc, depth)
         p += 1
     while p * COLS < n:
-        narrow(a, am, wp, p, k0, k1, bp, c, 0, 0)
+        up = np.uint64(p)
+        narrow(a, ao, ulda, w, w0 + up * panel, b, up * np.uint64(COLS), c, np.uint64(0), np.uint64(COLS), depth)
         for r in range(mr):
             for j in range(min(COLS, n - p * COLS)):
-                out[om + r, p * COLS + j] = c[r, j]
+                out[(om + r) * ldc + p * COLS + j] = c[r * COLS + j]
         p += 1

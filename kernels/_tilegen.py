@@ -4,6 +4,11 @@ vector registers (a loop over the tile, or a scratch array, stays in memory; see
     python -m tinyvit_engine.kernels._tilegen          # print what it generates
     python -m tinyvit_engine.kernels._tilegen --write  # regenerate kernels/_tiles.py (a test checks it is current)
 
+The tiles read and write flat (1-D) arrays at unsigned offsets (uint64; `u(...)` below), for two measured reasons:
+- every array view Numba makes (a row, a slice) costs a call to increment and one to decrement a reference count:
+  a tile taking a dozen views spent more in those calls than in its multiply-adds;
+- Numba adds wraparound code to every signed index it cannot prove >= 0, which hides from LLVM that the lanes of a
+  row are consecutive addresses, so they are not packed into one vector load or store.
 The generated functions are plain Numba code in a real file, so Numba's cache keeps their machine code across
 processes (a function exec'd from a string cannot be cached).
 """
@@ -14,60 +19,57 @@ from pathlib import Path
 PANEL = 16  # columns per packed weight panel; a tile is one or more panels wide
 # (rows, columns) of the product tiles that are generated; _gemm.py picks a wide and a one-panel tile per machine
 PRODUCT_TILES = ((3, 32), (3, 16), (6, 32), (6, 16))
-DEPTHWISE_LANES = (8, 16)  # channels per depthwise block
+DEPTHWISE_LANES = (8,)  # channels per depthwise block
+
+
+def u(n) -> str:
+    return f"np.uint64({n})"
 
 
 def product_tile(mr: int, nr: int) -> str:
-    """c[cm:cm+mr, cn:cn+nr] = bias[p:] + a[am:am+mr, :k1-k0] @ wp[p:, k0:k1], the mr x nr sums in registers, for
-    the nr / PANEL weight panels from p. One statement per line (tuple assignments of the sums kept LLVM from packing
-    them across the loop); every index inside the loop provably >= 0, so no wraparound code is emitted."""
+    """c[co + r * ldc + j] = b[bo + j] + sum_k a[ao + r * lda + k] w[wo_q + k * PANEL + j % PANEL] for the mr x nr tile
+    (column j in panel q = j // PANEL, whose offset is wo_q), its sums in registers for the whole loop over k."""
     rows, cols, panels = range(mr), range(nr), range(nr // PANEL)
+    wo = ", ".join(f"wo{q}" for q in panels)
     lines = [
         "@tile",
-        f"def product_{mr}x{nr}(a, am, wp, p, k0, k1, bias, c, cm, cn):",
-        f"    # a (M, >= k1 - k0), wp (P, K, {PANEL}) packed weight panels, bias (P, {PANEL}), c (M', N')",
-        *(f"    pw{q} = wp[p + {q}, k0:k1]" for q in panels),
-        *(f"    b{q} = bias[p + {q}]" for q in panels),
-        *(f"    x{r} = a[am + {r}]" for r in rows),
+        f"def product_{mr}x{nr}(a, ao, lda, w, {wo}, b, bo, c, co, ldc, depth):",
+        f"    # a, w (packed panels of {PANEL} columns), b, c: flat float32 arrays; offsets and strides: uint64",
+        *(f"    a{r} = ao + {u(r)} * lda" for r in rows),
     ]
     for r in rows:
-        lines += [f"    c{r}_{j} = b{j // PANEL}[{j % PANEL}]" for j in cols]
-    lines.append("    for k in range(k1 - k0):")
-    lines += [f"        wk{q} = pw{q}[k]" for q in panels]
-    lines += [f"        w{j} = wk{j // PANEL}[{j % PANEL}]" for j in cols]
+        lines += [f"    c{r}_{j} = b[bo + {u(j)}]" for j in cols]
+    lines += ["    for k in range(depth):", "        uk = np.uint64(k)"]
+    lines += [f"        wk{q} = wo{q} + uk * {u(PANEL)}" for q in panels]
+    lines += [f"        w{j} = w[wk{j // PANEL} + {u(j % PANEL)}]" for j in cols]
     for r in rows:
-        lines.append(f"        a{r} = x{r}[k]")
-        lines += [f"        c{r}_{j} += a{r} * w{j}" for j in cols]
-    for r in rows:  # stores through a row slice, so LLVM sees consecutive addresses
-        lines.append(f"    o = c[cm + {r}, cn : cn + {nr}]")
-        lines += [f"    o[{j}] = c{r}_{j}" for j in cols]
+        lines.append(f"        x{r} = a[a{r} + uk]")
+        lines += [f"        c{r}_{j} += x{r} * w{j}" for j in cols]
+    for r in rows:
+        lines.append(f"    o = co + {u(r)} * ldc")
+        lines += [f"    c[o + {u(j)}] = c{r}_{j}" for j in cols]
     return "\n".join(lines) + "\n"
 
 
 def depthwise_tile(lanes: int) -> str:
-    """Output pixels [lo, hi) of one row of a 3x3 depthwise conv, for `lanes` channels from c0: the 9 x lanes weights
-    stay in registers for the whole run, each pixel's sums too. Every tap of these pixels is inside the map (the
-    caller clips the border). r0, r1, r2 (W, C) are the input rows of the three taps; pixel lo + i reads the columns
-    x0 + i * s + kx * d. Pixels are addressed with unsigned integers (x0, s, d are uint64): Numba adds wraparound
-    code to every signed index it cannot prove >= 0, which here cost more than the multiply-adds."""
+    """Output pixels lo ... lo + n - 1 of one row of a 3x3 depthwise conv, for `lanes` channels from c0: the 9 x lanes
+    weights stay in registers for the whole run, each pixel's sums too. Every tap of these pixels is inside the map
+    (the caller clips the border). r0, r1, r2 are the three input rows of the taps, flat (W * C); pixel lo + i reads
+    the columns x0 + i * s + kx * d. w is the flat (3, 3, C) filter, row the flat (Wo, C) output row."""
     ls, taps = range(lanes), [(ky, kx) for ky in range(3) for kx in range(3)]
-    lines = ["@tile", f"def depthwise_3x3_{lanes}(r0, r1, r2, x0, s, d, c0, w, bias, row, lo, hi):"]
+    lines = ["@tile", f"def depthwise_3x3_{lanes}(r0, r1, r2, x0, s, d, C, c0, w, bias, row, lo, n):"]
     for ky, kx in taps:
-        lines.append(f"    wv = w[{ky}, {kx}, c0 : c0 + {lanes}]")
-        lines += [f"    w{ky}{kx}_{j} = wv[{j}]" for j in ls]
-    lines.append(f"    bv = bias[c0 : c0 + {lanes}]")
-    lines += [f"    b{j} = bv[{j}]" for j in ls]
-    lines += [
-        "    for i in range(hi - lo):",
-        "        u = np.uint64(i)",
-        "        xs = (x0 + u * s, x0 + u * s + d, x0 + u * s + d + d)",
-    ]
+        lines.append(f"    t = {u((ky * 3 + kx))} * C + c0")
+        lines += [f"    w{ky}{kx}_{j} = w[t + {u(j)}]" for j in ls]
+    lines += [f"    b{j} = bias[c0 + {u(j)}]" for j in ls]
+    lines += ["    for i in range(n):", "        ui = np.uint64(i)", "        p0 = (x0 + ui * s) * C + c0"]
     lines += [f"        s{j} = b{j}" for j in ls]
-    for ky, kx in taps:
-        lines.append(f"        v = r{ky}[xs[{kx}], c0 : c0 + {lanes}]")
-        lines += [f"        s{j} += v[{j}] * w{ky}{kx}_{j}" for j in ls]
-    lines.append(f"        o = row[np.uint64(lo) + u, c0 : c0 + {lanes}]")
-    lines += [f"        o[{j}] = s{j}" for j in ls]
+    for kx in range(3):
+        lines.append(f"        p = p0 + {u(kx)} * d * C")
+        for ky in range(3):
+            lines += [f"        s{j} += r{ky}[p + {u(j)}] * w{ky}{kx}_{j}" for j in ls]
+    lines.append("        o = (lo + ui) * C + c0")
+    lines += [f"        row[o + {u(j)}] = s{j}" for j in ls]
     return "\n".join(lines) + "\n"
 
 

@@ -51,9 +51,11 @@ def row_3x3(r0, r1, r2, w, bias, stride, padding, dilation, row):
     lo = min(wo, (padding + stride - 1) // stride)
     hi = max(lo, min(wo, (W - 1 - 2 * dilation + padding) // stride + 1))
     if blocked > 0 and lo < hi:
-        x0 = np.uint64(lo * stride - padding)  # unsigned: see _tilegen.depthwise_tile
+        # flat arrays and unsigned offsets: see _tilegen
+        f0, f1, f2, fw, fo = r0.reshape(-1), r1.reshape(-1), r2.reshape(-1), w.reshape(-1), row.reshape(-1)
+        x0, s, d = np.uint64(lo * stride - padding), np.uint64(stride), np.uint64(dilation)
         for c0 in range(0, blocked, LANES):
-            tile(r0, r1, r2, x0, np.uint64(stride), np.uint64(dilation), c0, w, bias, row, lo, hi)
+            tile(f0, f1, f2, x0, s, d, np.uint64(C), np.uint64(c0), fw, bias, fo, np.uint64(lo), hi - lo)
     for ox in range(wo):
         c_lo = blocked if lo <= ox < hi else 0
         if c_lo == C:
