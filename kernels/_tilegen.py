@@ -59,7 +59,7 @@ def depthwise_tile(lanes: int) -> str:
     ls, taps = range(lanes), [(ky, kx) for ky in range(3) for kx in range(3)]
     lines = ["@tile", f"def depthwise_3x3_{lanes}(r0, r1, r2, x0, s, d, C, c0, w, bias, row, lo, n):"]
     for ky, kx in taps:
-        lines.append(f"    t = {u((ky * 3 + kx))} * C + c0")
+        lines.append(f"    t = {u(ky * 3 + kx)} * C + c0")
         lines += [f"    w{ky}{kx}_{j} = w[t + {u(j)}]" for j in ls]
     lines += [f"    b{j} = bias[c0 + {u(j)}]" for j in ls]
     lines += ["    for i in range(n):", "        ui = np.uint64(i)", "        p0 = (x0 + ui * s) * C + c0"]
