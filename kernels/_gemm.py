@@ -24,6 +24,10 @@ from ._tilegen import PANEL as COLS
 ROWS = 6 if "+avx512f" in llvm.get_host_cpu_features().flatten() else 3
 wide = getattr(_tiles, f"product_{ROWS}x{2 * COLS}")
 narrow = getattr(_tiles, f"product_{ROWS}x{COLS}")
+# products one panel wide (N <= 16: attention's weighted values, narrow reduce convs) take 6 rows at a time: with 3
+# rows the 6 sums are too few chains to hide the multiply-add latency, and loads outnumber multiply-adds
+TALL = 6
+tall = _tiles.product_6x16
 
 
 def pack(w: np.ndarray, bias: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -54,24 +58,34 @@ def gemm_reference(a, am, wp, bp, out, om, rows, k0, k1, n):
 def gemm(a, am, wp, bp, out, om, rows, k0, k1, n):
     """out[om:om+rows, :n] = bias + a[am:am+rows, :k1 - k0] @ w[k0:k1, :n], with w and bias packed."""
     full = n // COLS  # panels stored straight into out; a last partial one goes through scratch
-    panels = -(-n // COLS)
-    c = np.empty(ROWS * COLS if panels > full or rows < ROWS else 0, np.float32)
+    mr = TALL if n <= COLS else ROWS  # rows per block
+    c = np.empty(TALL * COLS if n % COLS or rows < mr else 0, np.float32)
     wf, bf, of = wp.reshape(-1), bp.reshape(-1), out.reshape(-1)
-    if rows < ROWS:  # too few rows for one tile: a zero-padded copy
-        src = np.zeros((ROWS, k1 - k0), np.float32)
+    if rows < mr:  # too few rows for one tile: a zero-padded copy
+        src = np.zeros((mr, k1 - k0), np.float32)
         src[:rows] = a[am : am + rows, : k1 - k0]
-        _rows(src.reshape(-1), 0, k1 - k0, wf, wp.shape[1], bf, of, om, out.shape[1], rows, k0, k1, n, 0, c)
+        _rows(src.reshape(-1), 0, k1 - k0, wf, wp.shape[1], bf, of, om, out.shape[1], mr, rows, k0, k1, n, 0, c)
         return
     af = a.reshape(-1)
-    for i in range(0, rows, ROWS):
-        i = min(i, rows - ROWS)  # the last block overlaps the one before rather than running past the rows
-        _rows(af, am + i, a.shape[1], wf, wp.shape[1], bf, of, om + i, out.shape[1], ROWS, k0, k1, n, full, c)
+    for i in range(0, rows, mr):
+        i = min(i, rows - mr)  # the last block overlaps the one before rather than running past the rows
+        _rows(af, am + i, a.shape[1], wf, wp.shape[1], bf, of, om + i, out.shape[1], mr, mr, k0, k1, n, full, c)
 
 
 @tile_caller
-def _rows(a, am, lda, w, K, b, out, om, ldc, mr, k0, k1, n, full, c):
-    """One block of ROWS rows (mr of them stored), all flat: the wide tile on pairs of panels, the narrow one on a
-    last single panel; panels from `full` on through the scratch c (partial, or all when mr < ROWS)."""
+def _one(a, ao, lda, w, wo, b, bo, c, co, ldc, depth, mr):
+    """The one-panel tile for mr rows (a branch, not a function variable: Numba would call that indirectly)."""
+    if mr == TALL:
+        tall(a, ao, lda, w, wo, b, bo, c, co, ldc, depth)
+    else:
+        narrow(a, ao, lda, w, wo, b, bo, c, co, ldc, depth)
+
+
+@tile_caller
+def _rows(a, am, lda, w, K, b, out, om, ldc, mr, stored, k0, k1, n, full, c):
+    """One block of mr rows (`stored` of them stored), all flat: the wide tile on pairs of panels, the narrow one
+    on a last single panel (the tall one for mr = TALL); panels from `full` on through the scratch c (partial, or
+    all when stored < mr)."""
     ao, depth, ulda, uldc = np.uint64(am * lda), k1 - k0, np.uint64(lda), np.uint64(ldc)
     panel = np.uint64(K * COLS)  # floats per weight panel
     w0 = np.uint64(k0 * COLS)  # this depth range's first row in every panel
@@ -95,13 +109,37 @@ def _rows(a, am, lda, w, K, b, out, om, ldc, mr, k0, k1, n, full, c):
         )
         p += 2
     if p < full:
-        up = np.uint64(p)
-        narrow(a, ao, ulda, w, w0 + up * panel, b, up * np.uint64(COLS), out, co + up * np.uint64(COLS), uldc, depth)
+        _one(
+            a,
+            ao,
+            ulda,
+            w,
+            w0 + np.uint64(p) * panel,
+            b,
+            np.uint64(p * COLS),
+            out,
+            co + np.uint64(p * COLS),
+            uldc,
+            depth,
+            mr,
+        )
         p += 1
     while p * COLS < n:
-        up = np.uint64(p)
-        narrow(a, ao, ulda, w, w0 + up * panel, b, up * np.uint64(COLS), c, np.uint64(0), np.uint64(COLS), depth)
-        for r in range(mr):
+        _one(
+            a,
+            ao,
+            ulda,
+            w,
+            w0 + np.uint64(p) * panel,
+            b,
+            np.uint64(p * COLS),
+            c,
+            np.uint64(0),
+            np.uint64(COLS),
+            depth,
+            mr,
+        )
+        for r in range(stored):
             for j in range(min(COLS, n - p * COLS)):
                 out[(om + r) * ldc + p * COLS + j] = c[r * COLS + j]
         p += 1
