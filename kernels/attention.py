@@ -21,6 +21,7 @@ from ._checks import KernelArgumentError, f32
 from ._exp import exp
 from ._gemm import COLS, gemm
 from ._jit import kernel, parallel_tile_caller
+from ._launch import launch, output
 
 QUERIES = 12  # queries per block: a block of scores (12 x N) stays in L1 up to N = 512
 
@@ -116,6 +117,6 @@ def attention(qkv, heads):
     T, N, C3 = qkv.shape
     if heads < 1 or C3 % (3 * heads):
         raise KernelArgumentError(f"attention: {C3} qkv features do not split into 3 x {heads} heads")
-    out = np.empty((T, N, C3 // 3), np.float32)
-    _attention(qkv, int(heads), out)
+    out = output((T, N, C3 // 3))
+    launch(_attention, qkv, int(heads), out)
     return out

@@ -16,6 +16,7 @@ from numba import prange
 from ._checks import conv_out_size, f32, same
 from ._gemm import gemm, pack
 from ._jit import inline, parallel_tile_caller
+from ._launch import launch, output
 from ._split import block
 from ._window import tap_range
 from .activation import activation_reference, epilogue
@@ -133,6 +134,6 @@ def conv2d(x, w, bias, stride=1, padding=0, dilation=1, act=0, packed=None):
     w2d = w.reshape(kh * kw * cin, cout)
     wp, bp = pack(w2d, bias) if packed is None else check_packed("conv2d", packed, kh * kw * cin, cout)
     band = 1 if dilation > 1 else block(ho, 1, -(-BAND_PIXELS // wo))
-    out = np.empty((B, ho, wo, cout), np.float32)
-    _conv2d(x, wp, bp, kh, kw, stride, padding, dilation, act, band, out)
+    out = output((B, ho, wo, cout))
+    launch(_conv2d, x, wp, bp, kh, kw, stride, padding, dilation, act, band, out)
     return out

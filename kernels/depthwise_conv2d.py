@@ -15,6 +15,7 @@ from numba import prange
 from . import _tiles
 from ._checks import conv_out_size, f32, same
 from ._jit import inline, parallel_tile_caller
+from ._launch import launch, output
 from ._window import tap_range
 from .activation import activation_reference, epilogue
 
@@ -125,6 +126,6 @@ def depthwise_conv2d(x, w, bias, stride=1, padding=0, dilation=1, act=0):
     wo = conv_out_size(W, kw, stride, padding, dilation)
     bias = np.zeros(C, np.float32) if bias is None else f32("depthwise_conv2d bias", bias, 1)
     same("depthwise_conv2d bias", bias.shape[0], C, "length")
-    out = np.empty((B, ho, wo, C), np.float32)
-    _depthwise_conv2d(x, w, bias, stride, padding, dilation, act, out)
+    out = output((B, ho, wo, C))
+    launch(_depthwise_conv2d, x, w, bias, stride, padding, dilation, act, out)
     return out

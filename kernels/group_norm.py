@@ -12,6 +12,7 @@ from numba import prange
 
 from ._checks import f32, same
 from ._jit import parallel_kernel
+from ._launch import launch, output
 from ._stats import mean_inv_std
 
 
@@ -39,6 +40,6 @@ def group_norm(x, gamma, beta, eps):
     f32("group_norm beta", beta, 1)
     same("group_norm gamma", gamma.shape[0], x.shape[2], "length")
     same("group_norm beta", beta.shape[0], x.shape[2], "length")
-    out = np.empty_like(x)
-    _group_norm(x, gamma, beta, float(eps), out)
+    out = output(x.shape)
+    launch(_group_norm, x, gamma, beta, float(eps), out)
     return out

@@ -18,6 +18,7 @@ from numba import prange
 from ._checks import KernelArgumentError, conv_out_size, f32, same
 from ._gemm import gemm, pack
 from ._jit import parallel_tile_caller
+from ._launch import launch, output
 from ._split import block
 from .activation import epilogue
 from .depthwise_conv2d import depthwise_conv2d_reference, row_3x3
@@ -94,6 +95,6 @@ def inverted_residual(x, we, be, wd, bd, wr, br, stride, act, residual=None, pac
     pe, pr = packed
     ewp, ebp = pack(we, be) if pe is None else check_packed("inverted_residual expand", pe, cin, mid)
     rwp, rbp = pack(wr, br) if pr is None else check_packed("inverted_residual reduce", pr, mid, cout)
-    out = np.empty((B, ho, wo, cout), np.float32)
-    _inverted_residual(x, ewp, ebp, wd, bd, rwp, rbp, stride, act, residual, block(ho, 1, ho), out)
+    out = output((B, ho, wo, cout))
+    launch(_inverted_residual, x, ewp, ebp, wd, bd, rwp, rbp, stride, act, residual, block(ho, 1, ho), out)
     return out

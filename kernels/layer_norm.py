@@ -10,6 +10,7 @@ from numba import prange
 
 from ._checks import f32, same
 from ._jit import parallel_kernel
+from ._launch import launch, output
 from ._stats import mean_inv_std
 
 
@@ -36,6 +37,6 @@ def layer_norm(x, gamma, beta, eps):
     f32("layer_norm beta", beta, 1)
     same("layer_norm gamma", gamma.shape[0], x.shape[1], "length")
     same("layer_norm beta", beta.shape[0], x.shape[1], "length")
-    out = np.empty_like(x)
-    _layer_norm(x, gamma, beta, float(eps), out)
+    out = output(x.shape)
+    launch(_layer_norm, x, gamma, beta, float(eps), out)
     return out

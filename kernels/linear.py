@@ -14,6 +14,7 @@ from numba import prange
 from ._checks import f32, same, shape
 from ._gemm import COLS, ROWS, gemm, pack
 from ._jit import parallel_tile_caller
+from ._launch import launch, output
 from ._split import block
 from .activation import activation_reference, epilogue
 
@@ -67,6 +68,6 @@ def linear(x, w, bias=None, act=0, residual=None, packed=None):
         same("linear residual", residual.shape[0], M, "rows")
         same("linear residual", residual.shape[1], N, "columns")
     wp, bp = pack(w, bias) if packed is None else check_packed("linear", packed, K, N)
-    out = np.empty((M, N), np.float32)
-    _linear(x, wp, bp, act, residual, block(M, ROWS, BLOCK), out)
+    out = output((M, N))
+    launch(_linear, x, wp, bp, act, residual, block(M, ROWS, BLOCK), out)
     return out

@@ -16,6 +16,7 @@ from numba import prange
 from ._checks import KernelArgumentError, f32
 from ._exp import exp
 from ._jit import parallel_kernel
+from ._launch import launch, output
 
 
 # qkv (T, N, 1 + 2C) -> (T, N, C)
@@ -56,6 +57,6 @@ def linear_attention(qkv):
     T, N, C3 = qkv.shape
     if C3 < 3 or C3 % 2 == 0:
         raise KernelArgumentError(f"linear_attention: {C3} features are not 1 query + C keys + C values")
-    out = np.empty((T, N, (C3 - 1) // 2), np.float32)
-    _linear_attention(qkv, out)
+    out = output((T, N, (C3 - 1) // 2))
+    launch(_linear_attention, qkv, out)
     return out

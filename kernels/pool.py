@@ -10,6 +10,7 @@ from numba import prange
 
 from ._checks import f32
 from ._jit import parallel_kernel
+from ._launch import launch, output
 
 
 # x (B, H, W, C) -> (B, C)
@@ -32,6 +33,6 @@ def _global_avg_pool(x, out):
 
 def global_avg_pool(x):
     f32("global_avg_pool x", x, 4)
-    out = np.empty((x.shape[0], x.shape[3]), np.float32)
-    _global_avg_pool(x, out)
+    out = output((x.shape[0], x.shape[3]))
+    launch(_global_avg_pool, x, out)
     return out

@@ -14,6 +14,7 @@ from numba import prange
 
 from ._checks import f32, positive
 from ._jit import parallel_kernel
+from ._launch import launch, output
 
 
 def source_coords(n_in: int, n_out: int):
@@ -57,6 +58,6 @@ def resize_bilinear(x, ho, wo):
     positive(ho=ho, wo=wo)
     y0, y1, ly = source_coords(x.shape[1], ho)
     x0, x1, lx = source_coords(x.shape[2], wo)
-    out = np.empty((x.shape[0], ho, wo, x.shape[3]), np.float32)
-    _resize_bilinear(x, y0, y1, ly, x0, x1, lx, out)
+    out = output((x.shape[0], ho, wo, x.shape[3]))
+    launch(_resize_bilinear, x, y0, y1, ly, x0, x1, lx, out)
     return out

@@ -16,6 +16,7 @@ from numba import prange
 
 from ._checks import KernelArgumentError, f32, positive
 from ._jit import parallel_kernel
+from ._launch import launch, output
 
 
 # x (B, H, W, C) -> (B * ph * pw, (H // ph) * (W // pw), C)
@@ -72,8 +73,8 @@ def unfold(x, ph, pw):
     B, H, W, C = x.shape
     if H < ph or W < pw:
         raise KernelArgumentError(f"unfold: a {H}x{W} map is smaller than one {ph}x{pw} patch")
-    out = np.empty((B * ph * pw, (H // ph) * (W // pw), C), np.float32)
-    _unfold(x, ph, pw, out)
+    out = output((B * ph * pw, (H // ph) * (W // pw), C))
+    launch(_unfold, x, ph, pw, out)
     return out
 
 
@@ -83,6 +84,6 @@ def fold(tokens, ph, pw, H, W):
     T, N, C = tokens.shape
     if T % (ph * pw) or N != (H // ph) * (W // pw) or N == 0:
         raise KernelArgumentError(f"fold: tokens of shape {tokens.shape} are not {ph}x{pw} patches of a {H}x{W} map")
-    out = np.empty((T // (ph * pw), H, W, C), np.float32)
-    _fold(tokens, ph, pw, out)
+    out = output((T // (ph * pw), H, W, C))
+    launch(_fold, tokens, ph, pw, out)
     return out

@@ -129,8 +129,22 @@ def activation_call(draw):
     return rand(rng, *shape, scale=5.0), draw(ACTS)
 
 
+@st.composite
+def inverted_residual_call(draw):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    B, H, W = draw(st.integers(1, 2)), draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    cin, mid, cout = draw(st.integers(1, 12)), draw(st.integers(1, 40)), draw(st.integers(1, 20))
+    stride = draw(st.sampled_from([1, 2]))
+    ho, wo = (H - 1) // stride + 1, (W - 1) // stride + 1
+    biases = [draw(st.sampled_from([None, rand(rng, n)])) for n in (mid, mid, cout)]
+    residual = draw(st.sampled_from([None, rand(rng, B, ho, wo, cout)]))
+    x, we, wd, wr = rand(rng, B, H, W, cin), rand(rng, cin, mid), rand(rng, 3, 3, mid), rand(rng, mid, cout)
+    return x, we, biases[0], wd, biases[1], wr, biases[2], stride, draw(ACTS), residual
+
+
 CALLS = {
     "conv2d": conv_call(),
+    "inverted_residual": inverted_residual_call(),
     "depthwise_conv2d": conv_call(depthwise=True),
     "pointwise_conv2d": linear_call(pointwise=True),
     "linear": linear_call(),
@@ -171,12 +185,14 @@ LINKED = {
     "attention": [(0, 2)],
     "linear_attention": [(0, 2)],
     "fold": [(0, 1)],
+    "inverted_residual": [(0, 3), (1, 0), (1, 1), (2, 0), (3, 2), (4, 0), (5, 0), (6, 0), (9, 1), (9, 2), (9, 3)],
 }
 # per op: (argument index, values it must refuse)
 SCALARS = {
     "conv2d": [(3, [0, -1, 1.5]), (4, [-1, 0.5]), (5, [0, -2, 2.0])],
     "depthwise_conv2d": [(3, [0, -1, 1.5]), (4, [-1, 0.5]), (5, [0, -2, 2.0])],
     "attention": [(1, [0, -1])],
+    "inverted_residual": [(7, [0, -1, 1.5])],
     "unfold": [(1, [0, -1, 1.5]), (2, [0, 2.5])],
     "fold": [(1, [0, -2]), (2, [1.5]), (3, [0, -1]), (4, [0, 3.0])],
     "resize_bilinear": [(1, [0, -3, 2.5]), (2, [0])],

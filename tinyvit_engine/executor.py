@@ -1,21 +1,30 @@
 """Runs a graph: each node's op on the tensors its inputs name, in order.
 
-Intermediate tensors are dropped as soon as no later node reads them (unless asked for), so peak memory is the live
-set, not the whole graph. `timings`, when given a dict, collects seconds per node (the --profile view).
+The first run for an input shape goes through the ops and the kernel wrappers (argument checks, shapes, packing) and
+records two things (kernels/_launch.py): every jitted kernel call with its arguments, and a memory plan, the buffers
+the outputs live in, each handed back to a pool as soon as the last node reading it has run, so a later node reuses
+it (peak memory is the live set, not the whole graph). Later runs of that shape copy the input into the plan's input
+buffer and replay the calls: no Python work per node but the call itself, and no allocation. The reference kernels
+(plain NumPy) always take the first path. `timings`, when given a dict, collects seconds per node (--profile).
 """
 
 from __future__ import annotations
 
 import ctypes
 import sys
+import threading
 import time
+from collections import OrderedDict
 
 import numpy as np
 
 from . import kernels
 from .fusion import fuse
 from .graph import Graph
+from .kernels._launch import Recorder, recording
 from .ops import OPS, prepared_weights
+
+PLANS = 4  # input shapes whose plans are kept (least recently used dropped first)
 
 
 def keep_freed_memory() -> None:
@@ -37,24 +46,111 @@ def keep_freed_memory() -> None:
     mallopt(m_trim_threshold, 1 << 30)
 
 
+class Pool:
+    """Flat float32 buffers handed out as arrays of any shape that fits, and taken back for reuse."""
+
+    def __init__(self) -> None:
+        self.free: list[np.ndarray] = []
+        self.roots: dict[int, np.ndarray] = {}  # id -> buffer, every buffer this pool made
+
+    def alloc(self, shape: tuple) -> np.ndarray:
+        n = int(np.prod(shape))
+        fits = [i for i, b in enumerate(self.free) if b.size >= n]
+        if fits:
+            buf = self.free.pop(min(fits, key=lambda i: self.free[i].size))  # best fit
+        else:
+            buf = np.empty(max(n, 1), np.float32)
+            self.roots[id(buf)] = buf
+        return buf[:n].reshape(shape)
+
+    def root(self, a: np.ndarray) -> np.ndarray | None:
+        """The pool buffer an array is a view of, if any."""
+        while a is not None and id(a) not in self.roots:
+            a = a.base
+        return a
+
+    def release(self, a: np.ndarray) -> None:
+        root = self.root(a)
+        if root is not None and not any(root is b for b in self.free):
+            self.free.append(root)
+
+
+class Plan:
+    """A recorded run for one input shape: its input buffer, the kernel calls of each node, the kept tensors."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.input = np.empty_like(x)
+        self.pool = Pool()
+        self.steps: list[tuple[str, list[tuple]]] = []
+        self.env: dict[str, np.ndarray] = {}
+
+
 class Executor:
     def __init__(self, graph: Graph, params: dict[str, np.ndarray], reference: bool = False) -> None:
         keep_freed_memory()
         self.graph = fuse(graph)
-        self.params = {**params, **prepared_weights(graph.nodes, params)}
+        self.params = {**params, **prepared_weights(self.graph.nodes, params)}
+        self.reference = reference
         self.kernels = kernels.REFERENCE if reference else kernels.FAST
         # index of the last node reading each tensor
         self.last_use = {name: i for i, node in enumerate(self.graph.nodes) for name in node.inputs}
+        self.plans: OrderedDict[tuple, Plan] = OrderedDict()
+        self.lock = threading.Lock()  # a plan's buffers serve one run at a time
 
     def run(self, x: np.ndarray, keep: set[str], timings: dict[str, float] | None = None) -> dict[str, np.ndarray]:
-        """Run the graph on the input map `x`; return the tensors named in `keep`."""
+        """Run the graph on the input map `x`; return (copies of) the tensors named in `keep`."""
+        if self.reference:
+            return self._run(x, keep, timings)
+        key = (x.shape, frozenset(keep))
+        with self.lock:
+            plan = self.plans.get(key)
+            if plan is None:
+                plan = self.plans[key] = self._record(x, keep, timings)
+                if len(self.plans) > PLANS:
+                    self.plans.popitem(last=False)
+            else:
+                self.plans.move_to_end(key)
+                np.copyto(plan.input, x)
+                for name, calls in plan.steps:
+                    start = time.perf_counter()
+                    for kernel, args in calls:
+                        kernel(*args)
+                    if timings is not None:
+                        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+            return {name: plan.env[name].copy() for name in keep}
+
+    def _record(self, x: np.ndarray, keep: set[str], timings: dict[str, float] | None) -> Plan:
+        """One run through the ops, recording its kernel calls and planning its buffers."""
+        plan = Plan(x)
+        np.copyto(plan.input, x)
+        with recording(Recorder(plan.pool.alloc)) as recorder:
+            plan.env = self._run(plan.input, keep, timings, plan, recorder)
+        return plan
+
+    def _run(self, x, keep, timings=None, plan=None, recorder=None) -> dict[str, np.ndarray]:
         env = {self.graph.input: x}
         for i, node in enumerate(self.graph.nodes):
-            start = time.perf_counter()
+            start, first = time.perf_counter(), len(recorder.calls) if recorder else 0
             env[node.name] = OPS[node.op](self.kernels, node, self.params, *(env[n] for n in node.inputs))
             if timings is not None:
                 timings[node.name] = timings.get(node.name, 0.0) + time.perf_counter() - start
+            if plan is not None:
+                calls = recorder.calls[first:]
+                plan.steps.append((node.name, calls))
+                self._release(plan.pool, node, i, env, keep, calls)
             for name in node.inputs:
                 if self.last_use[name] == i and name not in keep:
                     env.pop(name, None)
         return {name: env[name] for name in keep}
+
+    def _release(self, pool: Pool, node, i: int, env: dict, keep: set[str], calls: list) -> None:
+        """After node i ran while recording: the buffers it no longer needs go back to the pool: scratch its calls
+        used that holds no live tensor, and its inputs that no later node reads."""
+        live = {id(pool.root(t)) for t in env.values()}
+        for _, args in calls:
+            for a in args:
+                if isinstance(a, np.ndarray) and id(pool.root(a)) not in live:
+                    pool.release(a)
+        for name in node.inputs:
+            if self.last_use[name] == i and name not in keep and name != self.graph.input:
+                pool.release(env[name])

@@ -13,6 +13,7 @@ import numpy as np
 
 from .graph import Fused
 from .kernels import activation_code, pack
+from .kernels._launch import launch, output
 
 
 def conv(k, node, params, x, residual=None):
@@ -106,7 +107,13 @@ def fold(k, node, params, tokens, like):
 
 
 def concat(k, node, params, *maps):
-    return np.concatenate(maps, axis=-1)
+    out = output((*maps[0].shape[:-1], sum(m.shape[-1] for m in maps)))
+    launch(_concat_channels, maps, out)
+    return out
+
+
+def _concat_channels(maps, out):
+    np.concatenate(maps, axis=-1, out=out)
 
 
 def global_avg_pool(k, node, params, x):
