@@ -56,90 +56,58 @@ def gemm_reference(a, am, wp, bp, out, om, rows, k0, k1, n):
 
 @tile_caller
 def gemm(a, am, wp, bp, out, om, rows, k0, k1, n):
-    """out[om:om+rows, :n] = bias + a[am:am+rows, :k1 - k0] @ w[k0:k1, :n], with w and bias packed."""
-    full = n // COLS  # panels stored straight into out; a last partial one goes through scratch
+    """out[om:om+rows, :n] = bias + a[am:am+rows, :k1 - k0] @ w[k0:k1, :n], with w and bias packed.
+
+    Written with one call site per tile: every caller inlines this function (and so every tile it calls), and
+    compile time grows with the code inlined (one site each: 28 -> 9 s for the linear kernel)."""
     mr = TALL if n <= COLS else ROWS  # rows per block
-    c = np.empty(TALL * COLS if n % COLS or rows < mr else 0, np.float32)
-    wf, bf, of = wp.reshape(-1), bp.reshape(-1), out.reshape(-1)
-    if rows < mr:  # too few rows for one tile: a zero-padded copy
-        src = np.zeros((mr, k1 - k0), np.float32)
-        src[:rows] = a[am : am + rows, : k1 - k0]
-        _rows(src.reshape(-1), 0, k1 - k0, wf, wp.shape[1], bf, of, om, out.shape[1], mr, rows, k0, k1, n, 0, c)
-        return
-    af = a.reshape(-1)
-    for i in range(0, rows, mr):
-        i = min(i, rows - mr)  # the last block overlaps the one before rather than running past the rows
-        _rows(af, am + i, a.shape[1], wf, wp.shape[1], bf, of, om + i, out.shape[1], mr, mr, k0, k1, n, full, c)
-
-
-@tile_caller
-def _one(a, ao, lda, w, wo, b, bo, c, co, ldc, depth, mr):
-    """The one-panel tile for mr rows (a branch, not a function variable: Numba would call that indirectly)."""
-    if mr == TALL:
-        tall(a, ao, lda, w, wo, b, bo, c, co, ldc, depth)
-    else:
-        narrow(a, ao, lda, w, wo, b, bo, c, co, ldc, depth)
-
-
-@tile_caller
-def _rows(a, am, lda, w, K, b, out, om, ldc, mr, stored, k0, k1, n, full, c):
-    """One block of mr rows (`stored` of them stored), all flat: the wide tile on pairs of panels, the narrow one
-    on a last single panel (the tall one for mr = TALL); panels from `full` on through the scratch c (partial, or
-    all when stored < mr)."""
-    ao, depth, ulda, uldc = np.uint64(am * lda), k1 - k0, np.uint64(lda), np.uint64(ldc)
-    panel = np.uint64(K * COLS)  # floats per weight panel
+    depth, panel = k1 - k0, np.uint64(wp.shape[1] * COLS)  # panel: floats per weight panel
     w0 = np.uint64(k0 * COLS)  # this depth range's first row in every panel
-    co = np.uint64(om * ldc)
-    p = 0
-    while p + 2 <= full:
-        up = np.uint64(p)
-        wide(
-            a,
-            ao,
-            ulda,
-            w,
-            w0 + up * panel,
-            w0 + (up + np.uint64(1)) * panel,
-            b,
-            up * np.uint64(COLS),
-            out,
-            co + up * np.uint64(COLS),
-            uldc,
-            depth,
-        )
-        p += 2
-    if p < full:
-        _one(
-            a,
-            ao,
-            ulda,
-            w,
-            w0 + np.uint64(p) * panel,
-            b,
-            np.uint64(p * COLS),
-            out,
-            co + np.uint64(p * COLS),
-            uldc,
-            depth,
-            mr,
-        )
-        p += 1
-    while p * COLS < n:
-        _one(
-            a,
-            ao,
-            ulda,
-            w,
-            w0 + np.uint64(p) * panel,
-            b,
-            np.uint64(p * COLS),
-            c,
-            np.uint64(0),
-            np.uint64(COLS),
-            depth,
-            mr,
-        )
-        for r in range(stored):
-            for j in range(min(COLS, n - p * COLS)):
-                out[(om + r) * ldc + p * COLS + j] = c[r * COLS + j]
-        p += 1
+    wf, bf, of = wp.reshape(-1), bp.reshape(-1), out.reshape(-1)
+    c = np.empty(TALL * COLS, np.float32)  # scratch tile: partial panels, and all panels when rows < mr
+    if rows < mr:  # too few rows for one tile: a zero-padded copy
+        src = np.zeros((mr, depth), np.float32)
+        src[:rows] = a[am : am + rows, :depth]
+        af, lda, first = src.reshape(-1), depth, 0
+    else:
+        af, lda, first = a.reshape(-1), a.shape[1], am
+    ldc = out.shape[1]
+    for i in range(0, max(rows, mr), mr):
+        i = min(i, max(rows - mr, 0))  # the last block overlaps the one before rather than running past the rows
+        ao = np.uint64((first + i) * lda)
+        p = 0
+        while p * COLS < n:
+            up = np.uint64(p)
+            cols = min(COLS, n - p * COLS)
+            direct = rows >= mr and cols == COLS  # the tile's rows and columns all belong in out
+            two = direct and mr == ROWS and n - p * COLS >= 2 * COLS  # a pair of full panels: the wide tile
+            if direct:
+                dst, co, ld = of, np.uint64((om + i) * ldc + p * COLS), np.uint64(ldc)
+            else:
+                dst, co, ld = c, np.uint64(0), np.uint64(COLS)
+            if two:
+                wide(
+                    af,
+                    ao,
+                    np.uint64(lda),
+                    wf,
+                    w0 + up * panel,
+                    w0 + (up + np.uint64(1)) * panel,
+                    bf,
+                    up * np.uint64(COLS),
+                    of,
+                    co,
+                    ld,
+                    depth,
+                )
+                p += 2
+                continue
+            if mr == TALL:
+                tall(af, ao, np.uint64(lda), wf, w0 + up * panel, bf, up * np.uint64(COLS), dst, co, ld, depth)
+            else:
+                narrow(af, ao, np.uint64(lda), wf, w0 + up * panel, bf, up * np.uint64(COLS), dst, co, ld, depth)
+            if not direct:
+                for r in range(min(mr, rows)):
+                    for j in range(cols):
+                        out[om + i + r, p * COLS + j] = c[r * COLS + j]
+            p += 1

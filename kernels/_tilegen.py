@@ -26,6 +26,11 @@ def u(n) -> str:
     return f"np.uint64({n})"
 
 
+def constants(n: int) -> list[str]:
+    """u0 ... u{n-1}: the unsigned lane offsets, made once (each np.uint64() call costs Numba compile time)."""
+    return [f"    u{j} = {u(j)}" for j in range(n)]
+
+
 def product_tile(mr: int, nr: int) -> str:
     """c[co + r * ldc + j] = b[bo + j] + sum_k a[ao + r * lda + k] w[wo_q + k * PANEL + j % PANEL] for the mr x nr tile
     (column j in panel q = j // PANEL, whose offset is wo_q), its sums in registers for the whole loop over k."""
@@ -35,19 +40,22 @@ def product_tile(mr: int, nr: int) -> str:
         "@tile",
         f"def product_{mr}x{nr}(a, ao, lda, w, {wo}, b, bo, c, co, ldc, depth):",
         f"    # a, w (packed panels of {PANEL} columns), b, c: flat float32 arrays; offsets and strides: uint64",
-        *(f"    a{r} = ao + {u(r)} * lda" for r in rows),
+        *constants(max(nr, mr)),
+        f"    step = {u(PANEL)}",
+        *(f"    a{r} = ao + u{r} * lda" for r in rows),
+        *(f"    b{j} = b[bo + u{j}]" for j in cols),
     ]
     for r in rows:
-        lines += [f"    c{r}_{j} = b[bo + {u(j)}]" for j in cols]
+        lines += [f"    c{r}_{j} = b{j}" for j in cols]
     lines += ["    for k in range(depth):", "        uk = np.uint64(k)"]
-    lines += [f"        wk{q} = wo{q} + uk * {u(PANEL)}" for q in panels]
-    lines += [f"        w{j} = w[wk{j // PANEL} + {u(j % PANEL)}]" for j in cols]
+    lines += [f"        wk{q} = wo{q} + uk * step" for q in panels]
+    lines += [f"        w{j} = w[wk{j // PANEL} + u{j % PANEL}]" for j in cols]
     for r in rows:
         lines.append(f"        x{r} = a[a{r} + uk]")
         lines += [f"        c{r}_{j} += x{r} * w{j}" for j in cols]
     for r in rows:
-        lines.append(f"    o = co + {u(r)} * ldc")
-        lines += [f"    c[o + {u(j)}] = c{r}_{j}" for j in cols]
+        lines.append(f"    o = co + u{r} * ldc")
+        lines += [f"    c[o + u{j}] = c{r}_{j}" for j in cols]
     return "\n".join(lines) + "\n"
 
 
@@ -58,18 +66,19 @@ def depthwise_tile(lanes: int) -> str:
     the columns x0 + i * s + kx * d. w is the flat (3, 3, C) filter, row the flat (Wo, C) output row."""
     ls, taps = range(lanes), [(ky, kx) for ky in range(3) for kx in range(3)]
     lines = ["@tile", f"def depthwise_3x3_{lanes}(r0, r1, r2, x0, s, d, C, c0, w, bias, row, lo, n):"]
+    lines += constants(max(lanes, 9))
     for ky, kx in taps:
-        lines.append(f"    t = {u(ky * 3 + kx)} * C + c0")
-        lines += [f"    w{ky}{kx}_{j} = w[t + {u(j)}]" for j in ls]
-    lines += [f"    b{j} = bias[c0 + {u(j)}]" for j in ls]
+        lines.append(f"    t = u{ky * 3 + kx} * C + c0")
+        lines += [f"    w{ky}{kx}_{j} = w[t + u{j}]" for j in ls]
+    lines += [f"    b{j} = bias[c0 + u{j}]" for j in ls]
     lines += ["    for i in range(n):", "        ui = np.uint64(i)", "        p0 = (x0 + ui * s) * C + c0"]
     lines += [f"        s{j} = b{j}" for j in ls]
     for kx in range(3):
-        lines.append(f"        p = p0 + {u(kx)} * d * C")
+        lines.append(f"        p = p0 + u{kx} * d * C")
         for ky in range(3):
-            lines += [f"        s{j} += r{ky}[p + {u(j)}] * w{ky}{kx}_{j}" for j in ls]
+            lines += [f"        s{j} += r{ky}[p + u{j}] * w{ky}{kx}_{j}" for j in ls]
     lines.append("        o = (lo + ui) * C + c0")
-    lines += [f"        row[o + {u(j)}] = s{j}" for j in ls]
+    lines += [f"        row[o + u{j}] = s{j}" for j in ls]
     return "\n".join(lines) + "\n"
 
 
