@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 
@@ -44,6 +45,31 @@ def keep_freed_memory() -> None:
     m_trim_threshold, m_mmap_threshold = -1, -3
     mallopt(m_mmap_threshold, 1 << 30)
     mallopt(m_trim_threshold, 1 << 30)
+
+
+_announced = False
+
+
+def announce_compiling() -> None:
+    """Say on stderr, once per process, that the kernels are being compiled, when Numba's cache does not hold them
+    (a first run on this CPU, or after an upgrade): otherwise that first run looks like a hang."""
+    global _announced
+    if _announced:
+        return
+    _announced = True
+    try:
+        from .kernels.linear import _linear
+
+        cached = Path(_linear._cache._cache_file._index_path).exists()  # Numba internals: guess, never fail
+    except Exception:
+        return
+    if not cached:
+        print(
+            "tinyvit-engine: compiling the kernels for this CPU, once (about a minute; later runs load them from "
+            "Numba's cache)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 class Pool:
@@ -121,6 +147,7 @@ class Executor:
 
     def _record(self, x: np.ndarray, keep: set[str], timings: dict[str, float] | None) -> Plan:
         """One run through the ops, recording its kernel calls and planning its buffers."""
+        announce_compiling()
         plan = Plan(x)
         np.copyto(plan.input, x)
         with recording(Recorder(plan.pool.alloc)) as recorder:
