@@ -18,7 +18,7 @@ import llvmlite.binding as llvm
 import numpy as np
 
 from . import _tiles
-from ._jit import tile_caller
+from ._jit import product
 from ._tilegen import PANEL as COLS
 
 ROWS = 6 if "+avx512f" in llvm.get_host_cpu_features().flatten() else 3
@@ -54,12 +54,11 @@ def gemm_reference(a, am, wp, bp, out, om, rows, k0, k1, n):
     out[om : om + rows, :n] = bp.reshape(-1)[:n] + a[am : am + rows, : k1 - k0] @ w
 
 
-@tile_caller
+@product
 def gemm(a, am, wp, bp, out, om, rows, k0, k1, n):
     """out[om:om+rows, :n] = bias + a[am:am+rows, :k1 - k0] @ w[k0:k1, :n], with w and bias packed.
 
-    Written with one call site per tile: every caller inlines this function (and so every tile it calls), and
-    compile time grows with the code inlined (one site each: 28 -> 9 s for the linear kernel)."""
+    One call site per tile, so the tiles' code is here once."""
     mr = TALL if n <= COLS else ROWS  # rows per block
     depth, panel = k1 - k0, np.uint64(wp.shape[1] * COLS)  # panel: floats per weight panel
     w0 = np.uint64(k0 * COLS)  # this depth range's first row in every panel
