@@ -4,9 +4,9 @@ The weight is packed once into panels of COLS columns: wp (P, K, COLS), panel p 
 p * COLS + COLS - 1 (zero past N), so a tile reads one contiguous COLS-vector per panel per step of K. A tile
 (generated in _tiles.py) keeps its ROWS x (2 * COLS) sums in vector registers for the whole K loop: per step it loads
 the weight vectors of two panels and broadcasts one input value per row, 2 * ROWS * COLS multiply-adds. A last single
-panel takes the one-panel tile; rows and columns that do not fill a tile go through the same tiles on zero-padded
-scratch copies, so two compiled tiles serve every shape. The product is serial: callers run it inside their own
-prange task.
+panel takes the one-panel tile, and products only one panel wide take a taller one-panel tile (TALL rows); rows and
+columns that do not fill a tile go through the same tiles on zero-padded scratch copies, so three compiled tiles
+serve every shape. The product is serial: callers run it inside their own prange task.
 
 The tile shape is chosen per machine from the number of vector registers. AVX2 has 16: 3 x 32 keeps 12 of them as
 sums, 4 for weights and 1 for the broadcast (measured on Zen 3, GFLOP/s at 1 thread for M x K x N = 1024x144x288:
