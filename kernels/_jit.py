@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 import numba
 from numba.core import config
+from numba.core.compiler_lock import global_compiler_lock
 
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 TILE_FASTMATH = {"contract", "nsz", "arcp"}
@@ -28,7 +29,8 @@ def _jit(fn, fastmath, slp=False, noinline=False, **options):
         compile_plain = dispatcher.compile
 
         def compile_with_slp(sig):
-            with _slp_vectorizer():
+            # under Numba's (re-entrant) compiler lock, so another thread's compile never sees or resets the switch
+            with global_compiler_lock, _slp_vectorizer():
                 entry = compile_plain(sig)
             if noinline:
                 _never_inline(dispatcher)
