@@ -16,6 +16,7 @@ Intel): 6 x 32 keeps 24.
 
 import llvmlite.binding as llvm
 import numpy as np
+from numba import types
 
 from . import _tiles
 from ._jit import product
@@ -54,7 +55,11 @@ def gemm_reference(a, am, wp, bp, out, om, rows, k0, k1, n):
     out[om : om + rows, :n] = bp.reshape(-1)[:n] + a[am : am + rows, : k1 - k0] @ w
 
 
-@product
+_in2, _in3 = types.float32[:, ::1].copy(readonly=True), types.float32[:, :, ::1].copy(readonly=True)  # callers' arrays
+_out2, _int = types.float32[:, ::1], types.int64  # convert to these (writable arrays to read-only, literals to int64)
+
+
+@product((_in2, _int, _in3, _in2, _out2, _int, _int, _int, _int, _int))
 def gemm(a, am, wp, bp, out, om, rows, k0, k1, n):
     """out[om:om+rows, :n] = bias + a[am:am+rows, :k1 - k0] @ w[k0:k1, :n], with w and bias packed.
 

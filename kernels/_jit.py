@@ -12,42 +12,94 @@ into vector registers; and without `reassoc`, which made LLVM turn short tile lo
 spilled. The SLP switch is Numba's process-wide config value, so it is turned on only while a tile compiles, and
 while the code around tiles compiles: the shared product (_gemm.gemm), which inlines them and which LLVM would
 otherwise re-optimise into scalar code, and the kernels that call it (measured faster with it on).
+
+Cold start (compiling everything once for a CPU) is most of a first run, so three things keep it short (measured
+on the demo classifier: 80 s before, see the README for now). Kernels call the shared product by a symbol instead
+of each linking, optimising and emitting its own copy (see `product`). Constants passed between kernels are typed as
+plain integers, not literals, so a helper compiles once, not once per pattern of constants. And helpers that work
+on a whole row (the epilogue, a depthwise row, an im2col gather) are compiled once and called, not inlined by
+Numba, which types and lowers an inlined function again at every call site.
+
+The cache of every kernel is tied to the content of every file of the library (`_library_stamp`): Numba checks only
+a kernel's own file, so an edit to a tile or to the product would otherwise leave callers running stale code, or
+calling a product symbol that no longer exists.
 """
 
+import hashlib
 from contextlib import contextmanager
+from pathlib import Path
 
+import llvmlite.binding as llvm
 import numba
-from numba.core import config
+from numba.core import config, types
 from numba.core.compiler_lock import global_compiler_lock
 
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 TILE_FASTMATH = {"contract", "nsz", "arcp"}
 
 
-def _jit(fn, fastmath, slp=False, noinline=False, **options):
+def _library_stamp() -> str:
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+STAMP = _library_stamp()
+
+
+def _jit(fn, fastmath, slp=False, by_symbol=False, **options):
     dispatcher = numba.njit(cache=True, fastmath=fastmath, error_model="numpy", nogil=True, **options)(fn)
-    if slp:
-        compile_plain = dispatcher.compile
+    dispatcher._cache._cache_file._source_stamp = STAMP  # Numba internals: the cache index's validity check
+    compile_plain = dispatcher.compile
 
-        def compile_with_slp(sig):
-            # under Numba's (re-entrant) compiler lock, so another thread's compile never sees or resets the switch
-            with global_compiler_lock, _slp_vectorizer():
-                entry = compile_plain(sig)
-            if noinline:
-                _never_inline(dispatcher)
-            return entry
+    def compile(sig):
+        _load_products()
+        # A call from another kernel types a constant argument as a literal (Literal[int](0)), and Numba would
+        # compile one specialisation per pattern of constants; the general types serve every call.
+        if isinstance(sig, tuple):
+            sig = tuple(types.unliteral(t) for t in sig)
+        if not slp:
+            return compile_plain(sig)
+        # under Numba's (re-entrant) compiler lock, so another thread's compile never sees or resets the switch
+        with global_compiler_lock, _slp_vectorizer():
+            entry = compile_plain(sig)
+        if by_symbol:
+            _link_by_symbol(dispatcher)
+        return entry
 
-        dispatcher.compile = compile_with_slp  # first calls and calls from other kernels both compile through this
+    dispatcher.compile = compile  # first calls and calls from other kernels both compile through this
     return dispatcher
 
 
-def _never_inline(dispatcher) -> None:
-    """Mark the compiled functions of `dispatcher` noinline in the module its callers link (compiled now or loaded
-    from the cache): every caller links one copy and calls it, instead of inlining a copy at each call site."""
+def _link_by_symbol(dispatcher) -> None:
+    """Let callers call `dispatcher`'s compiled code by a symbol instead of linking a copy of it.
+
+    Numba links a callee by copying its optimised module into every caller's module, which LLVM then optimises and
+    emits again: once for each kernel that calls it, and again for each of the three wrapper modules of a prange
+    loop. For the shared product, with its tiles inside, that was most of the cold-start compile. Instead, the
+    product's address is registered under a name that depends only on the library's content (STAMP), and callers
+    link a one-line trampoline to that name, which LLVM inlines: their machine code calls the one copy in this
+    process, and a caller loaded from the cache finds it by the same name in any later process. The address must be
+    registered before any caller loads, so products are compiled (or loaded) before any other kernel is.
+    """
     for cres in dispatcher.overloads.values():
-        fn = cres.library._get_module_for_linking().get_function(cres.fndesc.llvm_func_name)
-        if "noinline" not in str(fn.attributes):
-            fn.add_function_attribute("noinline")
+        library, name = cres.library, cres.fndesc.llvm_func_name
+        if getattr(library, "linked_by_symbol", False):
+            continue
+        stable = f"tinyvit.{dispatcher.py_func.__qualname__}.{STAMP}"
+        llvm.add_symbol(stable, library.get_pointer_to_function(name))
+        shared = library._get_module_for_linking()  # Numba internals: the module that callers link
+        result, *params = (str(t) for t in shared.get_function(name).global_value_type.elements)
+        args = ", ".join(f"{t} %a{i}" for i, t in enumerate(params))
+        trampoline = llvm.parse_assembly(
+            f'declare {result} @"{stable}"({", ".join(params)})\n'
+            f'define linkonce_odr {result} @"{name}"({args}) alwaysinline {{\n'
+            f'  %r = tail call {result} @"{stable}"({args})\n'
+            f"  ret {result} %r\n}}\n"
+        )
+        trampoline.triple, trampoline.data_layout = shared.triple, shared.data_layout
+        library._shared_module, library.linked_by_symbol = trampoline, True
 
 
 @contextmanager
@@ -61,7 +113,7 @@ def _slp_vectorizer():
 
 
 def kernel(fn):
-    """A serial jitted kernel."""
+    """A serial jitted kernel (also a row-level helper that other kernels call: compiled once, called per row)."""
     return _jit(fn, FASTMATH)
 
 
@@ -71,7 +123,8 @@ def parallel_kernel(fn):
 
 
 def inline(fn):
-    """A small scalar helper that jitted kernels call; Numba inlines it into the caller."""
+    """A small scalar helper that jitted kernels call in their inner loops; Numba inlines it into the caller, so the
+    loop around it vectorises. (Typed again at every call site: keep these small, and row-level helpers `kernel`.)"""
     return _jit(fn, FASTMATH, inline="always")
 
 
@@ -86,10 +139,31 @@ def tile_caller(fn):
     return _jit(fn, TILE_FASTMATH, slp=True)
 
 
-def product(fn):
-    """The shared matrix product (_gemm.gemm): a tile caller that its own callers never inline, so each kernel's
-    machine code holds one copy of it and its tiles, not one per call site (compile time, load time, memory)."""
-    return _jit(fn, TILE_FASTMATH, slp=True, noinline=True)
+_products = []  # [dispatcher, signature, loaded] for each `product`
+
+
+def product(signature):
+    """The shared matrix product (_gemm.gemm): a tile caller compiled for one signature only, and called by its
+    callers through a symbol (see _link_by_symbol), so the machine code of it and its tiles exists once per process
+    instead of once per kernel. It is compiled (or loaded from the cache) before any other kernel compiles or
+    loads. A caller with other argument types fails to compile."""
+
+    def register(fn):
+        dispatcher = _jit(fn, TILE_FASTMATH, slp=True, by_symbol=True)
+        _products.append([dispatcher, signature, False])
+        return dispatcher
+
+    return register
+
+
+def _load_products() -> None:
+    with global_compiler_lock:
+        for entry in _products:
+            dispatcher, signature, loaded = entry
+            if not loaded:
+                entry[2] = True
+                dispatcher.compile(signature)
+                dispatcher.disable_compile()
 
 
 def parallel_tile_caller(fn):

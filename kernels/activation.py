@@ -14,7 +14,7 @@ import numpy as np
 from numba import prange
 
 from ._checks import KernelArgumentError
-from ._jit import inline, parallel_kernel
+from ._jit import inline, kernel, parallel_kernel
 
 NONE, SILU, RELU, GELU = 0, 1, 2, 3
 CODES = {"none": NONE, "identity": NONE, "silu": SILU, "swish": SILU, "relu": RELU, "gelu": GELU}
@@ -93,7 +93,7 @@ def apply(v, act):
     return v
 
 
-@inline
+@kernel
 def epilogue(out, m0, m1, act, residual):
     """The fused epilogue of the kernels that produce rows: `act` on rows [m0, m1) of out (M, N), then + residual
     when it has M rows (pass a 0-row array for none). The rows are one contiguous run, taken as a flat slice indexed

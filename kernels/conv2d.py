@@ -15,7 +15,7 @@ from numba import prange
 
 from ._checks import conv_out_size, f32, same
 from ._gemm import gemm, pack
-from ._jit import inline, parallel_tile_caller
+from ._jit import kernel, parallel_tile_caller
 from ._launch import launch, output
 from ._split import block
 from ._window import tap_range
@@ -44,7 +44,7 @@ def conv2d_reference(x, w, bias, stride=1, padding=0, dilation=1, act=0, packed=
     return activation_reference(out, act)
 
 
-@inline
+@kernel
 def _gather(xf, cf, H, W, cin, kw, stride, padding, dilation, r0, r1, wo, ky_lo, ky_hi):
     """The im2col rows of output rows [r0, r1) into cf (flat), from one sample's input xf (flat H * W * cin). Flat
     arrays and unsigned offsets: array views made per pixel (and signed indices) cost more than the copy."""

@@ -14,7 +14,7 @@ from numba import prange
 
 from . import _tiles
 from ._checks import conv_out_size, f32, same
-from ._jit import inline, parallel_tile_caller
+from ._jit import kernel, parallel_tile_caller, tile_caller
 from ._launch import launch, output
 from ._window import tap_range
 from .activation import activation_reference, epilogue
@@ -40,7 +40,7 @@ def depthwise_conv2d_reference(x, w, bias, stride=1, padding=0, dilation=1, act=
     return activation_reference(out, act)
 
 
-@inline
+@tile_caller
 def row_3x3(r0, r1, r2, w, bias, stride, padding, dilation, row):
     """One output row (Wo, C) of a 3x3 depthwise conv from its three input rows (W, C) (a row of zeros where a tap
     row is padding): the interior pixels through the tile per block of LANES channels, then the border pixels and
@@ -74,7 +74,7 @@ def row_3x3(r0, r1, r2, w, bias, stride, padding, dilation, row):
                     o[c] += xv[c] * wv[c]
 
 
-@inline
+@kernel
 def _row_any(xb, w, bias, iy0, stride, padding, dilation, row):
     """One output row of a depthwise conv of any filter size, from the taps inside the map."""
     H, W, C = xb.shape

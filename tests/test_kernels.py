@@ -211,6 +211,8 @@ def test_gemm(rng, M, K, N, am, om, rows, k0, k1):
     wp, bp = _gemm.pack(w, b)
     np.testing.assert_array_equal(_gemm.unpack(wp, N), w)
     out, expected = np.full((M + 3, N + 2), 7.0, np.float32), np.full((M + 3, N + 2), 7.0, np.float32)
+    for x in (a, wp, bp):  # gemm has one signature: its inputs read-only (kernels convert; Python calls cannot)
+        x.flags.writeable = False
     _gemm.gemm(a, am, wp, bp, out, om, rows, k0, k1, N)
     _gemm.gemm_reference(a, am, wp, bp, expected, om, rows, k0, k1, N)
     close(out, expected)
