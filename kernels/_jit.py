@@ -48,17 +48,20 @@ def _library_stamp() -> str:
 STAMP = _library_stamp()
 
 
-def _jit(fn, fastmath, slp=False, by_symbol=False, **options):
+def _jit(fn, fastmath, slp=False, calls_products=False, by_symbol=False, **options):
     dispatcher = numba.njit(cache=True, fastmath=fastmath, error_model="numpy", nogil=True, **options)(fn)
     dispatcher._cache._cache_file._source_stamp = STAMP  # Numba internals: the cache index's validity check
     compile_plain = dispatcher.compile
 
     def compile(sig):
-        _load_products()
+        if calls_products:
+            _load_products()
         # A call from another kernel types a constant argument as a literal (Literal[int](0)), and Numba would
         # compile one specialisation per pattern of constants; the general types serve every call.
         if isinstance(sig, tuple):
             sig = tuple(types.unliteral(t) for t in sig)
+            if sig in dispatcher.overloads:  # (a product, loaded just now)
+                return dispatcher.overloads[sig].entry_point
         if not slp:
             return compile_plain(sig)
         # under Numba's (re-entrant) compiler lock, so another thread's compile never sees or resets the switch
@@ -81,7 +84,7 @@ def _link_by_symbol(dispatcher) -> None:
     product's address is registered under a name that depends only on the library's content (STAMP), and callers
     link a one-line trampoline to that name, which LLVM inlines: their machine code calls the one copy in this
     process, and a caller loaded from the cache finds it by the same name in any later process. The address must be
-    registered before any caller loads, so products are compiled (or loaded) before any other kernel is.
+    registered before any caller loads, so products are compiled (or loaded) before any tile caller is.
     """
     for cres in dispatcher.overloads.values():
         library, name = cres.library, cres.fndesc.llvm_func_name
@@ -135,8 +138,9 @@ def tile(fn):
 
 def tile_caller(fn):
     """A serial kernel that calls register tiles. LLVM optimises a caller's module again with the tiles inlined into
-    it, so the caller needs the tiles' settings too, or the sums go back to memory (measured: 3 vs 44 GFLOP/s)."""
-    return _jit(fn, TILE_FASTMATH, slp=True)
+    it, so the caller needs the tiles' settings too, or the sums go back to memory (measured: 3 vs 44 GFLOP/s).
+    Tile callers, and only they, may call the shared product."""
+    return _jit(fn, TILE_FASTMATH, slp=True, calls_products=True)
 
 
 _products = []  # [dispatcher, signature, loaded] for each `product`
@@ -145,11 +149,11 @@ _products = []  # [dispatcher, signature, loaded] for each `product`
 def product(signature):
     """The shared matrix product (_gemm.gemm): a tile caller compiled for one signature only, and called by its
     callers through a symbol (see _link_by_symbol), so the machine code of it and its tiles exists once per process
-    instead of once per kernel. It is compiled (or loaded from the cache) before any other kernel compiles or
-    loads. A caller with other argument types fails to compile."""
+    instead of once per kernel. It is compiled (or loaded from the cache) before any tile caller compiles or loads
+    (so only tile callers may call it). A caller with other argument types fails to compile."""
 
     def register(fn):
-        dispatcher = _jit(fn, TILE_FASTMATH, slp=True, by_symbol=True)
+        dispatcher = _jit(fn, TILE_FASTMATH, slp=True, calls_products=True, by_symbol=True)
         _products.append([dispatcher, signature, False])
         return dispatcher
 
@@ -167,5 +171,5 @@ def _load_products() -> None:
 
 
 def parallel_tile_caller(fn):
-    """A parallel kernel (outer prange) that calls register tiles."""
-    return _jit(fn, TILE_FASTMATH, slp=True, parallel=True)
+    """A parallel kernel (outer prange) that calls register tiles (or the shared product)."""
+    return _jit(fn, TILE_FASTMATH, slp=True, calls_products=True, parallel=True)

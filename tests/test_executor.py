@@ -76,17 +76,3 @@ def test_threads_share_a_model(model):
         t.join()
     for r, e in zip(results, expected, strict=True):
         np.testing.assert_array_equal(r, e)
-
-
-def test_first_compile_is_announced_once(monkeypatch, capsys):
-    from tinyvit_engine import executor
-
-    class Missing(type(WEIGHTS)):
-        def exists(self):
-            return False
-
-    monkeypatch.setattr(executor, "Path", Missing)
-    monkeypatch.setattr(executor, "_announced", False)
-    executor.announce_compiling()
-    executor.announce_compiling()
-    assert capsys.readouterr().err.count("compiling the kernels for this CPU") == 1

@@ -11,11 +11,12 @@ buffer and replay the calls: no Python work per node but the call itself, and no
 from __future__ import annotations
 
 import ctypes
+import os
+import subprocess
 import sys
 import threading
 import time
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 
@@ -47,29 +48,47 @@ def keep_freed_memory() -> None:
     mallopt(m_trim_threshold, 1 << 30)
 
 
-_announced = False
+_cold_start_checked = False
 
 
-def announce_compiling() -> None:
-    """Say on stderr, once per process, that the kernels are being compiled, when Numba's cache does not hold them
-    (a first run on this CPU, or after an upgrade): otherwise that first run looks like a hang."""
-    global _announced
-    if _announced:
-        return
-    _announced = True
+def start_compiling() -> subprocess.Popen | None:
+    """When Numba's cache does not hold the kernels (a first run on this CPU, or after an upgrade): say so on stderr,
+    once per process (otherwise that first run looks like a hang), and start compiling them in a second process on
+    another core (kernels/warm.py), which this run then loads from the cache. Returns that process, to be stopped
+    when the run is done, or None."""
+    global _cold_start_checked
+    if _cold_start_checked:
+        return None
+    _cold_start_checked = True
     try:
         from .kernels.linear import _linear
 
-        cached = Path(_linear._cache._cache_file._index_path).exists()  # Numba internals: guess, never fail
+        cold = not _linear._cache._cache_file._load_index()  # Numba internals: guess, never fail
     except Exception:
-        return
-    if not cached:
-        print(
-            "tinyvit-engine: compiling the kernels for this CPU, once (about a minute; later runs load them from "
-            "Numba's cache)",
-            file=sys.stderr,
-            flush=True,
-        )
+        return None
+    if not cold:
+        return None
+    print(
+        "tinyvit-engine: compiling the kernels for this CPU, once (under a minute; later runs load them from "
+        "Numba's cache)",
+        file=sys.stderr,
+        flush=True,
+    )
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if cores < 2:
+        return None
+    command = [sys.executable, "-m", "tinyvit_engine.kernels.warm", "--reverse"]
+    try:
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return None
+
+
+def stop(helper: subprocess.Popen | None) -> None:
+    """Stop the compiling helper (Numba writes each cache file whole, so stopping it midway loses only work)."""
+    if helper is not None:
+        helper.terminate()
+        helper.wait()
 
 
 class Pool:
@@ -147,11 +166,14 @@ class Executor:
 
     def _record(self, x: np.ndarray, keep: set[str], timings: dict[str, float] | None) -> Plan:
         """One run through the ops, recording its kernel calls and planning its buffers."""
-        announce_compiling()
-        plan = Plan(x)
-        np.copyto(plan.input, x)
-        with recording(Recorder(plan.pool.alloc)) as recorder:
-            plan.env = self._run(plan.input, keep, timings, plan, recorder)
+        helper = start_compiling()
+        try:
+            plan = Plan(x)
+            np.copyto(plan.input, x)
+            with recording(Recorder(plan.pool.alloc)) as recorder:
+                plan.env = self._run(plan.input, keep, timings, plan, recorder)
+        finally:
+            stop(helper)
         return plan
 
     def _run(self, x, keep, timings=None, plan=None, recorder=None) -> dict[str, np.ndarray]:

@@ -1,0 +1,62 @@
+"""Cold start: the first run on a CPU compiles the kernels once, says so, and uses a second core for it (through
+kernels/warm.py); what warm.py compiles is exactly what the models run. Each test starts from an empty Numba cache
+in a fresh process, as a user's first run does."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hf import save_checkpoint, v2_model
+
+ROOT = Path(__file__).resolve().parent.parent
+TINYVIT = str(Path(sys.executable).with_name("tinyvit"))
+MESSAGE = "compiling the kernels for this CPU"
+
+
+def run(command, cache, **kwargs):
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
+    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=True, **kwargs)
+
+
+def test_first_run_says_it_compiles_and_uses_a_second_core(tmp_path):
+    command = [TINYVIT, "classify", "examples/digit-3.png"]
+    first = run(command, tmp_path)
+    assert first.stderr.count(MESSAGE) == 1
+    if len(os.sched_getaffinity(0)) >= 2:
+        # the helper goes backwards through warm.py's list, so it compiles an op this classifier never runs
+        assert list(tmp_path.rglob("resize._resize_bilinear-*.nbi")), "no sign of the compiling helper"
+    second = run(command, tmp_path)
+    assert MESSAGE not in second.stderr
+    assert second.stdout == first.stdout
+    helpers = subprocess.run(["pgrep", "-f", "tinyvit_engine.kernels.warm"], capture_output=True, text=True)
+    assert helpers.stdout == "", "the compiling helper outlived the run"
+
+
+COMPILED_BY_MODELS = """
+import json, sys
+import numpy as np
+from numba.core import event
+import tinyvit_engine as tve
+from tinyvit_engine.kernels import warm
+
+warm.compile_kernels()
+compiled = event.RecordingListener()
+event.register("numba:compile", compiled)
+for path in sys.argv[1:]:
+    tve.load(path)(np.random.default_rng(0).random((2, 3, 72, 88), dtype=np.float32))
+print(json.dumps(sorted({e.data["dispatcher"].py_func.__qualname__ for _, e in compiled.buffer})))
+"""
+
+
+def test_warm_compiles_what_the_models_run(tmp_path):
+    v2 = tmp_path / "v2"
+    save_checkpoint(v2_model(0.5, seed=0), v2)  # linear attention and group norm, which the demo models lack
+    models = [
+        ROOT / "weights/mobilevit-digits.safetensors",
+        ROOT / "weights/deeplabv3-mobilevit-digits.safetensors",
+        v2,
+    ]
+    out = run([sys.executable, "-c", COMPILED_BY_MODELS, *map(str, models)], tmp_path / "cache")
+    assert json.loads(out.stdout.splitlines()[-1]) == []
