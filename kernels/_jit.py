@@ -13,12 +13,13 @@ spilled. The SLP switch is Numba's process-wide config value, so it is turned on
 while the code around tiles compiles: the shared product (_gemm.gemm), which inlines them and which LLVM would
 otherwise re-optimise into scalar code, and the kernels that call it (measured faster with it on).
 
-Cold start (compiling everything once for a CPU) is most of a first run, so three things keep it short (measured
-on the demo classifier: 80 s before, see the README for now). Kernels call the shared product by a symbol instead
-of each linking, optimising and emitting its own copy (see `product`). Constants passed between kernels are typed as
-plain integers, not literals, so a helper compiles once, not once per pattern of constants. And helpers that work
-on a whole row (the epilogue, a depthwise row, an im2col gather) are compiled once and called, not inlined by
-Numba, which types and lowers an inlined function again at every call site.
+Cold start (compiling everything once for a CPU) is most of a first run, so three things keep it short (the
+demo classifier's first run: 80 s before them, 37-41 s after, 25 s with kernels/warm.py on a second core). Kernels
+call the shared product by a symbol instead of each linking, optimising and emitting its own copy (see `product`).
+Constants passed between kernels are typed as plain integers, not literals, so a helper compiles once, not once per
+pattern of constants. And helpers that work on a whole row (the epilogue, a depthwise row, an im2col gather) are
+compiled once and called, not inlined by Numba, which types and lowers an inlined function again at every call
+site.
 
 The cache of every kernel is tied to the content of every file of the library (`_library_stamp`): Numba checks only
 a kernel's own file, so an edit to a tile or to the product would otherwise leave callers running stale code, or
