@@ -26,16 +26,23 @@ from ._launch import launch, output
 QUERIES = 12  # queries per block: a block of scores (12 x N) stays in L1 up to N = 512
 
 
+# qkv (T, N, 3C) -> (T, heads, N, N): the softmax of q k^T / sqrt(D) per sequence and head, rows summing to 1
+def attention_probs_reference(qkv, heads):
+    T, N, C3 = qkv.shape
+    C = C3 // 3
+    D = C // heads
+    q, k = (qkv[:, :, i * C : (i + 1) * C].reshape(T, N, heads, D).transpose(0, 2, 1, 3) for i in range(2))
+    scores = q.astype(np.float64) @ k.transpose(0, 1, 3, 2) / math.sqrt(D)
+    scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return (scores / scores.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
 # qkv (T, N, 3C) -> (T, N, C)
 def attention_reference(qkv, heads):
     T, N, C3 = qkv.shape
     C = C3 // 3
-    D = C // heads
-    q, k, v = (qkv[:, :, i * C : (i + 1) * C].reshape(T, N, heads, D).transpose(0, 2, 1, 3) for i in range(3))
-    scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(D)
-    scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
-    probs = scores / scores.sum(axis=-1, keepdims=True)
-    return (probs @ v).transpose(0, 2, 1, 3).reshape(T, N, C).astype(np.float32)
+    v = qkv[:, :, 2 * C :].reshape(T, N, heads, C // heads).transpose(0, 2, 1, 3)
+    return (attention_probs_reference(qkv, heads) @ v).transpose(0, 2, 1, 3).reshape(T, N, C).astype(np.float32)
 
 
 @kernel

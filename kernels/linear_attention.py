@@ -19,12 +19,18 @@ from ._jit import parallel_kernel
 from ._launch import launch, output
 
 
+# qkv (T, N, 1 + 2C) -> (T, N): the context scores, softmax over the N patches of the query channel
+def context_scores_reference(qkv):
+    q = qkv[:, :, 0].astype(np.float64)
+    e = np.exp(q - q.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 # qkv (T, N, 1 + 2C) -> (T, N, C)
 def linear_attention_reference(qkv):
     C = (qkv.shape[2] - 1) // 2
-    q, k, v = qkv[:, :, :1], qkv[:, :, 1 : C + 1], qkv[:, :, C + 1 :]
-    e = np.exp(q - q.max(axis=1, keepdims=True))
-    score = e / e.sum(axis=1, keepdims=True)
+    k, v = qkv[:, :, 1 : C + 1], qkv[:, :, C + 1 :]
+    score = context_scores_reference(qkv)[:, :, None]
     context = (k * score).sum(axis=1, keepdims=True)
     return (np.maximum(v, 0) * context).astype(np.float32)
 

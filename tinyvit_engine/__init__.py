@@ -1,10 +1,24 @@
 """tinyvit-engine: a torch-free CPU inference engine for MobileViT and MobileViTV2 (transformers' definitions)."""
 
 from .convert import convert
+from .dropin import (
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForSemanticSegmentation,
+    MobileViTForImageClassification,
+    MobileViTForSemanticSegmentation,
+    MobileViTModel,
+    MobileViTV2ForImageClassification,
+    MobileViTV2ForSemanticSegmentation,
+    MobileViTV2Model,
+    pipeline,
+)
 from .errors import InputError, TinyVitError, UnsafeCheckpointError, UnsupportedConfigError, WeightsFormatError
+from .hub import HubError
 from .model import Model, ModelOutput, load
 from .postprocess import post_process_semantic_segmentation
-from .processor import MobileViTImageProcessor, load_image
+from .processor import BatchFeature, MobileViTFeatureExtractor, MobileViTImageProcessor, load_image
 
 __version__ = "0.1.0"
 __all__ = [
@@ -13,6 +27,19 @@ __all__ = [
     "Model",
     "ModelOutput",
     "MobileViTImageProcessor",
+    "MobileViTFeatureExtractor",
+    "BatchFeature",
+    "AutoImageProcessor",
+    "AutoModel",
+    "AutoModelForImageClassification",
+    "AutoModelForSemanticSegmentation",
+    "MobileViTModel",
+    "MobileViTForImageClassification",
+    "MobileViTForSemanticSegmentation",
+    "MobileViTV2Model",
+    "MobileViTV2ForImageClassification",
+    "MobileViTV2ForSemanticSegmentation",
+    "pipeline",
     "load_image",
     "post_process_semantic_segmentation",
     "TinyVitError",
@@ -20,4 +47,5 @@ __all__ = [
     "UnsupportedConfigError",
     "UnsafeCheckpointError",
     "WeightsFormatError",
+    "HubError",
 ]

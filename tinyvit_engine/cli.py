@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from . import weights_file
 from .errors import TinyVitError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 BATCH = 8
 
 
@@ -102,33 +100,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def run_convert(args) -> None:
     from .convert import convert
+    from .hub import resolve
 
-    src = Path(args.src)
-    if not src.exists():
-        if not HUB_ID.fullmatch(args.src):
-            raise CliError(f"{src}: no such checkpoint directory")
-        src = _download(args.src)
-    out = convert(src, args.output)
+    out = convert(resolve(args.src), args.output)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
-
-
-def _download(repo_id: str) -> Path:
-    """A Hub checkpoint's files through huggingface_hub (its cache, or the network unless HF_HUB_OFFLINE=1)."""
-    hint = "or convert a local checkpoint directory: tinyvit convert path/to/dir -o out.safetensors"
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise CliError(
-            f"{repo_id} looks like a Hub id, but huggingface_hub is not installed "
-            f"(pip install 'tinyvit-engine[hub]'); {hint}"
-        ) from None
-    patterns = ["config.json", "preprocessor_config.json", "model.safetensors*", "pytorch_model.bin*"]
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=patterns))
-    except Exception as e:  # huggingface_hub raises many types for offline, missing and private repos
-        raise CliError(
-            f"could not fetch {repo_id} from the Hub ({type(e).__name__}: {str(e).splitlines()[0][:120]}); {hint}"
-        ) from None
 
 
 def _load(path: str | None, command: str | None = None):

@@ -3,6 +3,7 @@ in transformers' layout."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -16,18 +17,52 @@ from .config import parse_config
 from .convert import read_checkpoint, to_engine
 from .errors import InputError, WeightsFormatError
 from .executor import Executor
+from .kernels.attention import attention_probs_reference
+from .kernels.linear_attention import context_scores_reference
 from .models import build, check_params
 from .processor import MobileViTImageProcessor
 
 
 @dataclass
 class ModelOutput:
-    """What transformers' model outputs carry, as numpy arrays in transformers' (B, C, H, W) layout."""
+    """What transformers' model outputs carry, as numpy arrays in transformers' (B, C, H, W) layout.
+
+    Like transformers' ModelOutput, it reads as attributes and as an ordered mapping of the fields that are set:
+    out.logits, out["logits"], out[0] (the first field set), list(out) (their names), out.to_tuple()."""
 
     logits: np.ndarray | None = None
     last_hidden_state: np.ndarray | None = None
     pooler_output: np.ndarray | None = None
     hidden_states: tuple[np.ndarray, ...] | None = None
+    attentions: tuple[np.ndarray, ...] | None = None
+
+    def keys(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
+
+    def values(self) -> list:
+        return [getattr(self, k) for k in self.keys()]
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(k, getattr(self, k)) for k in self.keys()]
+
+    def to_tuple(self) -> tuple:
+        return tuple(self.values())
+
+    def __getitem__(self, key: str | int | slice) -> Any:
+        if isinstance(key, str):
+            if key not in self.keys():
+                raise KeyError(key)
+            return getattr(self, key)
+        return self.to_tuple()[key]
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
+
+    def __len__(self) -> int:
+        return len(self.keys())
 
 
 class Model:
@@ -46,21 +81,43 @@ class Model:
         self.executor = Executor(self.graph, tensors, reference=reference)
 
     def __call__(
-        self, pixel_values: np.ndarray, output_hidden_states: bool = False, timings: dict[str, float] | None = None
-    ) -> ModelOutput:
-        """Run the model on pixel_values (B, C, H, W), as the transformers model's forward does."""
+        self,
+        pixel_values: np.ndarray | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        timings: dict[str, float] | None = None,
+        **unknown: Any,
+    ) -> ModelOutput | tuple:
+        """Run the model on pixel_values (B, C, H, W), as the transformers model's forward does.
+
+        output_attentions adds one array per transformer layer: MobileViT (B, P, heads, N, N), the attention
+        probabilities of each of the P pixel offsets of a patch over the N patches; MobileViTV2 (B, P, N), the
+        separable attention's context scores. return_dict=False gives out.to_tuple(), as transformers does.
+        Any other keyword is an error: nothing is ignored silently."""
+        if unknown:
+            name = next(iter(unknown))
+            why = " (the engine runs inference only: no loss)" if name == "labels" else ""
+            raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {name!r}{why}")
+        if pixel_values is None:
+            raise InputError("pixel_values: missing (pass the processor's output: model(**inputs))")
         x = _channels_last(pixel_values, self.config.num_channels)
         outputs = self.graph.outputs
         wanted = {name for key, name in outputs.items() if key != "hidden_states"}
         if output_hidden_states:
             wanted |= set(outputs["hidden_states"])
+        attention = [n for n in self.executor.graph.nodes if n.op in ("attention", "linear_attention")]
+        if output_attentions:
+            wanted |= {n.inputs[0] for n in attention}
         env = self.executor.run(x, wanted, timings)
         out = ModelOutput(
             **{key: _transformers_layout(env[name]) for key, name in outputs.items() if key != "hidden_states"}
         )
         if output_hidden_states:
             out.hidden_states = tuple(_transformers_layout(env[n]) for n in outputs["hidden_states"])
-        return out
+        if output_attentions:
+            out.attentions = tuple(_attention_map(n, env[n.inputs[0]]) for n in attention)
+        return out if return_dict is None or return_dict else out.to_tuple()
 
     @cached_property
     def processor(self) -> MobileViTImageProcessor:
@@ -129,6 +186,15 @@ def _channels_last(pixel_values: Any, channels: int) -> np.ndarray:
             f"pixel_values: {out.size - int(np.isfinite(out).sum())} value(s) are NaN or infinite (or overflow float32)"
         )
     return out
+
+
+def _attention_map(node, qkv: np.ndarray) -> np.ndarray:
+    """A transformer layer's attention, from the (B, P, N, features) qkv tokens its attention node read."""
+    B, P, N, _ = qkv.shape
+    tokens = qkv.reshape(B * P, N, -1)
+    if node.op == "attention":
+        return attention_probs_reference(tokens, node.attrs.heads).reshape(B, P, node.attrs.heads, N, N)
+    return context_scores_reference(tokens).reshape(B, P, N)
 
 
 def _transformers_layout(t: np.ndarray) -> np.ndarray:

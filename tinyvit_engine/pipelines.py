@@ -30,12 +30,13 @@ def _scores(model, logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def classify(model, images: Any, top_k: int = 5) -> list:
-    """Per image, the top_k [{"label", "score"}] by score; a single image gives its list directly."""
+def classify(model, images: Any, top_k: int = 5, processor=None) -> list:
+    """Per image, the top_k [{"label", "score"}] by score; a single image gives its list directly. The images go
+    through `processor`, by default the model's own."""
     if model.config.task != "image-classification":
         raise UnsupportedConfigError(f"classify needs an image-classification model, this one is {model.config.task}")
     batch, single = _as_list(images)
-    pixel_values = model.processor([load_image(im) for im in batch])
+    pixel_values = (processor or model.processor)([load_image(im) for im in batch])
     scores = _scores(model, model(pixel_values).logits)
     results = []
     for row in scores:
@@ -44,14 +45,14 @@ def classify(model, images: Any, top_k: int = 5) -> list:
     return results[0] if single else results
 
 
-def segment(model, images: Any) -> Any:
+def segment(model, images: Any, processor=None) -> Any:
     """Per image: {"label_map": (H, W) class indices at the image's own size, "segments": [{"score": None,
     "label", "mask": PIL "L" image, 255 inside}] for each label present}, as the image-segmentation pipeline."""
     if model.config.task != "semantic-segmentation":
         raise UnsupportedConfigError(f"segment needs a semantic-segmentation model, this one is {model.config.task}")
     batch, single = _as_list(images)
     pil = [load_image(im) for im in batch]
-    logits = model(model.processor(pil)).logits
+    logits = model((processor or model.processor)(pil)).logits
     maps = post_process_semantic_segmentation(logits, [(im.height, im.width) for im in pil])
     results = []
     for label_map in maps:

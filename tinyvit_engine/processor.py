@@ -11,13 +11,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError, UnsupportedConfigError
+from .postprocess import post_process_semantic_segmentation
 
 _RESAMPLE = {int(r): r.name for r in Image.Resampling}  # 0 NEAREST .. 5 HAMMING
 
@@ -142,16 +142,29 @@ class MobileViTImageProcessor:
         return cls(**kw)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> MobileViTImageProcessor:
-        """From a checkpoint directory holding preprocessor_config.json, or from that json file itself."""
-        path = Path(path)
-        file = path / "preprocessor_config.json" if path.is_dir() else path
-        try:
-            d = json.loads(file.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise UnsupportedConfigError(f"{file}: not a JSON preprocessor config: {e}") from e
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **hub: Any) -> MobileViTImageProcessor:
+        """From a checkpoint directory (its preprocessor_config.json), that json file itself, an engine weights file
+        (the config stored in it), or a Hub id (through huggingface_hub's cache: `hub` takes revision, cache_dir,
+        local_files_only and token)."""
+        from . import weights_file
+        from .hub import resolve
+
+        path = resolve(name_or_path, **hub)
+        if path.is_dir() or path.suffix == ".json":
+            file = path / "preprocessor_config.json" if path.is_dir() else path
+            try:
+                d = json.loads(file.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise UnsupportedConfigError(f"{file}: not a JSON preprocessor config: {e}") from e
+        else:
+            file, (_, _, d) = path, weights_file.read(path)
+            if d is None:
+                raise UnsupportedConfigError(f"{file}: this weights file carries no preprocessor config")
         if not isinstance(d, dict):
             raise UnsupportedConfigError(f"{file}: a preprocessor config is a JSON object, got {type(d).__name__}")
+        kind = d.get("image_processor_type") or d.get("feature_extractor_type") or "MobileViTImageProcessor"
+        if not str(kind).startswith("MobileViT"):
+            raise UnsupportedConfigError(f"{file}: a {kind} config; tinyvit-engine has MobileViT's processor only")
         return cls.from_dict(d)
 
     def to_dict(self) -> dict:
@@ -165,11 +178,28 @@ class MobileViTImageProcessor:
         d["crop_size"] = {"height": self.crop_size[0], "width": self.crop_size[1]}
         return {**d, "image_processor_type": "MobileViTImageProcessor"}
 
-    def __call__(self, images: Any) -> np.ndarray:
+    def __call__(self, images: Any = None, return_tensors: str | None = None, **overrides: Any) -> Any:
         """One image or a list (PIL, path or uint8 array) -> pixel_values (B, 3, H, W) float32.
+
+        return_tensors="np" gives transformers' form, a mapping {"pixel_values": ...} (also inputs.pixel_values),
+        for model(**inputs); without it, the array itself. Keywords naming a setting (size, do_center_crop, ...)
+        override it for this call, as in transformers; any other keyword is an error.
 
         A PIL image is taken as given, as transformers' processor takes it (no EXIF rotation), only converted to
         RGB; paths and arrays go through load_image."""
+        if return_tensors not in (None, "np"):
+            raise InputError(
+                f"return_tensors={return_tensors!r}: tinyvit-engine runs without torch or tensorflow and returns "
+                "numpy arrays; pass return_tensors='np'"
+            )
+        settings = {f.name for f in dataclasses.fields(self)}
+        for key in overrides:
+            if key not in settings:
+                raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {key!r}")
+        if overrides:
+            return dataclasses.replace(self, **overrides)(images, return_tensors)
+        if images is None:
+            raise InputError("no images given")
         images = list(images) if isinstance(images, (list, tuple)) else [images]
         if not images:
             raise InputError("no images given")
@@ -182,7 +212,14 @@ class MobileViTImageProcessor:
                 f"images differ in size after preprocessing ({sorted({x.shape for x in out})}); "
                 "enable do_center_crop or pass them one at a time"
             )
-        return np.ascontiguousarray(np.stack(out), dtype=np.float32)  # the flip left negative strides
+        pixel_values = np.ascontiguousarray(np.stack(out), dtype=np.float32)  # the flip left negative strides
+        return pixel_values if return_tensors is None else BatchFeature(pixel_values=pixel_values)
+
+    def post_process_semantic_segmentation(self, outputs: Any, target_sizes: Any = None) -> list[np.ndarray]:
+        """One (H, W) label map per image from a segmentation model's outputs (or its logits), resized to each
+        target (height, width) first when given: transformers' method of the same name."""
+        logits = outputs if isinstance(outputs, np.ndarray) else getattr(outputs, "logits", outputs)
+        return post_process_semantic_segmentation(logits, target_sizes)
 
     def _one(self, image: Image.Image) -> np.ndarray:
         """One RGB image -> (3, H, W), in transformers' order: resize, rescale, center crop, flip."""
@@ -210,6 +247,19 @@ class MobileViTImageProcessor:
         short, long = (width, height) if width <= height else (height, width)
         new_short, new_long = self.size, int(self.size * long / short)
         return (new_long, new_short) if width <= height else (new_short, new_long)
+
+
+class BatchFeature(dict):
+    """What a processor returns with return_tensors="np": a dict that also reads its keys as attributes."""
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+
+MobileViTFeatureExtractor = MobileViTImageProcessor  # transformers' old name
 
 
 def _center_crop(x: np.ndarray, crop_height: int, crop_width: int) -> np.ndarray:

@@ -1,0 +1,201 @@
+"""transformers' names for the engine, so that working transformers code runs without torch by changing its import:
+
+    from tinyvit_engine import AutoImageProcessor, MobileViTForImageClassification   # was: from transformers ...
+
+Every class loads with `from_pretrained` (a checkpoint directory, an engine weights file, or a Hub id through
+huggingface_hub's cache) and checks that the checkpoint is one it can run: the family (MobileViT or MobileViTV2) and
+the head (a classifier, a DeepLabV3 head, or none). A model call returns exactly the fields transformers' class
+returns. `pipeline` gives transformers' image-classification and image-segmentation results.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from . import pipelines
+from .errors import UnsupportedConfigError
+from .hub import resolve
+from .model import Model, ModelOutput, load
+from .processor import MobileViTImageProcessor
+
+HUB_KEYWORDS = ("revision", "cache_dir", "local_files_only", "token")
+FIELDS = {  # what each kind of transformers model returns, in its order
+    "base": ("last_hidden_state", "pooler_output", "hidden_states", "attentions"),
+    "classification": ("logits", "hidden_states", "attentions"),
+    "segmentation": ("logits", "hidden_states", "attentions"),
+}
+TASKS = {"classification": "image-classification", "segmentation": "semantic-segmentation"}
+
+
+class PreTrainedModel:
+    family: str | None = None  # config.model_type this class runs; None: either (the Auto classes)
+    kind = "base"
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.config = model.config
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, reference: bool = False, **kwargs: Any):
+        """The model at a checkpoint directory, an engine weights file, or a Hub id ("apple/mobilevit-small").
+        Keywords: huggingface_hub's revision, cache_dir, local_files_only and token; reference=True runs the plain
+        NumPy kernels. Any other keyword is an error."""
+        unknown = [k for k in kwargs if k not in HUB_KEYWORDS]
+        if unknown:
+            raise TypeError(f"{cls.__name__}.from_pretrained() got an unexpected keyword argument {unknown[0]!r}")
+        model = load(resolve(name_or_path, **kwargs), reference=reference)
+        cls._check(model, str(name_or_path))
+        return cls(model)
+
+    @classmethod
+    def _check(cls, model: Model, name: str) -> None:
+        cfg = model.config
+        if cls.family is not None and cfg.model_type != cls.family:
+            raise UnsupportedConfigError(
+                f"{name} holds {cfg.architecture} (model_type {cfg.model_type}); {cls.__name__} runs "
+                f"{cls.family} checkpoints"
+            )
+        if cls.kind == "base":
+            if cfg.task == "semantic-segmentation":  # its backbone has no final 1x1 expansion: transformers would
+                raise UnsupportedConfigError(  # make one up with random weights
+                    f"{name} is a DeepLabV3 checkpoint, whose backbone lacks the base model's last expansion "
+                    f"layer; load it with {cls._name('ForSemanticSegmentation', cfg)}"
+                )
+        elif cfg.task != TASKS[cls.kind]:
+            raise UnsupportedConfigError(
+                f"{name} holds {cfg.architecture} ({cfg.task}); {cls.__name__} needs a {TASKS[cls.kind]} "
+                "checkpoint (a head with random weights would give random answers)"
+            )
+
+    @staticmethod
+    def _name(suffix: str, cfg) -> str:
+        return ("MobileViTV2" if cfg.model_type == "mobilevitv2" else "MobileViT") + suffix
+
+    def __call__(
+        self,
+        pixel_values: np.ndarray | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **unknown: Any,
+    ) -> ModelOutput | tuple:
+        """transformers' forward: ModelOutput with this class's fields (return_dict=False: their tuple)."""
+        if unknown:
+            name = next(iter(unknown))
+            why = " (the engine runs inference only: no loss)" if name == "labels" else ""
+            raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {name!r}{why}")
+        full = self.model(pixel_values, output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+        out = ModelOutput(**{k: getattr(full, k) for k in FIELDS[self.kind]})
+        return out if return_dict is None or return_dict else out.to_tuple()
+
+    forward = __call__
+
+    def eval(self):
+        """A no-op, for code written for torch modules (the engine only runs inference)."""
+        return self
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config.model_type}, {self.config.architecture})"
+
+
+class MobileViTModel(PreTrainedModel):
+    family = "mobilevit"
+
+
+class MobileViTForImageClassification(PreTrainedModel):
+    family, kind = "mobilevit", "classification"
+
+
+class MobileViTForSemanticSegmentation(PreTrainedModel):
+    family, kind = "mobilevit", "segmentation"
+
+
+class MobileViTV2Model(PreTrainedModel):
+    family = "mobilevitv2"
+
+
+class MobileViTV2ForImageClassification(PreTrainedModel):
+    family, kind = "mobilevitv2", "classification"
+
+
+class MobileViTV2ForSemanticSegmentation(PreTrainedModel):
+    family, kind = "mobilevitv2", "segmentation"
+
+
+class AutoModel(PreTrainedModel):
+    pass
+
+
+class AutoModelForImageClassification(PreTrainedModel):
+    kind = "classification"
+
+
+class AutoModelForSemanticSegmentation(PreTrainedModel):
+    kind = "segmentation"
+
+
+class AutoImageProcessor:
+    """transformers' AutoImageProcessor, for the one processor MobileViT checkpoints use."""
+
+    @staticmethod
+    def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any) -> MobileViTImageProcessor:
+        return MobileViTImageProcessor.from_pretrained(name_or_path, **kwargs)
+
+
+class Pipeline:
+    """A callable like transformers' image-classification or image-segmentation pipeline."""
+
+    def __init__(self, task: str, model: PreTrainedModel, image_processor: MobileViTImageProcessor) -> None:
+        self.task, self.model, self.image_processor = task, model, image_processor
+
+    def __call__(self, images: Any, **kwargs: Any) -> list:
+        engine = self.model.model
+        if self.task == "image-classification":
+            top_k = kwargs.pop("top_k", 5)
+            self._no_more(kwargs)
+            return pipelines.classify(engine, images, top_k, self.image_processor)
+        subtask = kwargs.pop("subtask", None)
+        if subtask not in (None, "semantic"):
+            raise UnsupportedConfigError(f"subtask={subtask!r}: these are semantic segmentation models")
+        self._no_more(kwargs)
+        results = pipelines.segment(engine, images, self.image_processor)
+        return [r["segments"] for r in results] if isinstance(results, list) else results["segments"]
+
+    def _no_more(self, kwargs: dict) -> None:
+        if kwargs:
+            raise TypeError(f"the {self.task} pipeline got an unexpected keyword argument {next(iter(kwargs))!r}")
+
+
+def pipeline(
+    task: str,
+    model: str | os.PathLike | PreTrainedModel | Model,
+    image_processor: MobileViTImageProcessor | str | os.PathLike | None = None,
+    **kwargs: Any,
+) -> Pipeline:
+    """transformers' pipeline() for "image-classification" and "image-segmentation" (semantic): model is a Hub
+    id, a checkpoint directory, an engine weights file, or a loaded model; the image processor is the checkpoint's
+    unless given. Keywords: huggingface_hub's revision, cache_dir, local_files_only and token."""
+    classes = {
+        "image-classification": AutoModelForImageClassification,
+        "image-segmentation": AutoModelForSemanticSegmentation,
+    }
+    if task not in classes:
+        raise UnsupportedConfigError(f"pipeline task {task!r}: tinyvit-engine has {sorted(classes)}")
+    if isinstance(model, Model):
+        classes[task]._check(model, "the model")
+        model = classes[task](model)
+    elif isinstance(model, PreTrainedModel):
+        classes[task]._check(model.model, "the model")
+    else:
+        model = classes[task].from_pretrained(model, **kwargs)
+        kwargs = {}
+    if kwargs:
+        raise TypeError(f"pipeline() got an unexpected keyword argument {next(iter(kwargs))!r}")
+    if image_processor is None:
+        image_processor = model.model.processor
+    elif not isinstance(image_processor, MobileViTImageProcessor):
+        image_processor = MobileViTImageProcessor.from_pretrained(image_processor)
+    return Pipeline(task, model, image_processor)
