@@ -298,3 +298,23 @@ def test_attention_maps_match_transformers_projections(tmp_path, family):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * float(np.abs(w).max()))
         np.testing.assert_allclose(g.sum(-1), 1.0, rtol=1e-5)
     assert g.ndim == (5 if family == "v1" else 3)
+
+
+def test_explain_writes_a_heatmap_per_layer(hub, tmp_path):
+    env = {**os.environ, **hub[1]}
+    tinyvit = str(Path(sys.executable).with_name("tinyvit"))
+    for repo, what in (("apple/mobilevit-small", "query patch"), ("apple/mobilevitv2-1.0-imagenet1k-256", "context")):
+        out = tmp_path / repo.split("/")[1]
+        command = [tinyvit, "explain", PHOTOS[1], "--model", repo, "-o", str(out), "--point", "200,120"]
+        r = subprocess.run(command, env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert what in r.stdout
+        files = sorted(out.glob("*.png"))
+        assert len(files) == 9 and Image.open(files[0]).size == (256, 256)
+    r = subprocess.run(
+        [tinyvit, "explain", PHOTOS[1], "--model", "apple/mobilevit-small", "-o", str(tmp_path), "--point", "5000,1"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 1 and "outside" in r.stderr and len(r.stderr.splitlines()) == 1

@@ -89,6 +89,17 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True, help="directory for <name>.labels.png and <name>.overlay.png")
 
     c = command(
+        "explain",
+        run_explain,
+        "write a heatmap per transformer layer: where the global attention looks",
+        "tinyvit explain photo.jpg --model mobilevit-small.safetensors -o out/ --point 120,80",
+    )
+    c.add_argument("image", help="an image file")
+    c.add_argument("--model", help="engine weights file, checkpoint directory or Hub id (default: the demo classifier)")
+    c.add_argument("-o", "--output", required=True, help="directory for <name>.layer<i>.png")
+    c.add_argument("--point", help="X,Y: the query pixel of the image, for MobileViT (default: the centre)")
+
+    c = command(
         "info",
         run_info,
         "describe a weights file or checkpoint: family, task, size, labels",
@@ -193,6 +204,29 @@ def run_segment(args) -> None:
                 if c
             )
             print(f"{path}: {shares}")
+
+
+def run_explain(args) -> None:
+    from .explain import heatmaps, overlay
+    from .hub import resolve
+
+    point = None
+    if args.point is not None:
+        try:
+            point = tuple(float(v) for v in args.point.split(","))
+        except ValueError:
+            point = ()
+        if len(point) != 2:
+            raise CliError(f"--point {args.point!r}: expected X,Y (pixels of the image), such as 120,80")
+    model = _load(None if args.model is None else str(resolve(args.model)), "classify")
+    view, maps, query = heatmaps(model, args.image, point)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = Path(args.image).stem
+    for i, heat in enumerate(maps):
+        overlay(view, heat, query).save(out / f"{stem}.layer{i}.png")
+    what = "attention of the query patch" if query is not None else "context scores"
+    print(f"{args.image}: {len(maps)} layers ({what}) -> {out}/{stem}.layer0..{len(maps) - 1}.png")
 
 
 def run_info(args) -> None:
