@@ -74,7 +74,7 @@ def test_convert_a_hub_id_from_the_local_cache_offline(tmp_path, checkpoint):
     r = tinyvit("convert", "apple/mobilevit-xx-small", "-o", tmp_path / "m.safetensors", env=env)
     assert "wrote" in r.stdout and (tmp_path / "m.safetensors").exists()
     r = tinyvit("convert", "apple/not-cached", "-o", tmp_path / "x.safetensors", env=env, ok=False)
-    assert_user_error(r, "apple/not-cached", "convert a local checkpoint directory")
+    assert_user_error(r, "apple/not-cached", "local checkpoint directory")
     assert not (tmp_path / "x.safetensors").exists()
 
 
