@@ -300,8 +300,10 @@ def test_a_safetensors_file_that_is_not_ours(tmp_path):
 
 def test_another_format_version(tmp_path):
     header = header_of()
-    header["__metadata__"]["format_version"] = "2"
-    read_bad(tmp_path, with_header(header), "format version '2'", "reads version 1", "convert the checkpoint again")
+    header["__metadata__"]["format_version"] = "3"
+    read_bad(
+        tmp_path, with_header(header), "format version '3'", "reads versions 1 and 2", "convert the checkpoint again"
+    )
 
 
 def test_huge_header_length_allocates_nothing(tmp_path):
@@ -359,7 +361,7 @@ def test_overlapping_tensors(tmp_path):
 
 def test_a_tensor_of_another_dtype_in_our_format(tmp_path):
     data = save({"w": np.ones(4, np.float16)}, metadata=header_of()["__metadata__"])
-    read_bad(tmp_path, data, "tensor w is F16, expected F32")
+    read_bad(tmp_path, data, "tensor w is F16, but a float32 weights file holds only F32")
 
 
 def test_a_directory_and_a_missing_file(tmp_path):
@@ -373,19 +375,19 @@ def test_cli_corrupt_and_wrong_version_files_are_one_line(tmp_path):
     """(test_cli.py covers a missing file and a text file; these are a truncated real file and another version.)"""
     (tmp_path / "truncated.safetensors").write_bytes(GOOD[: len(GOOD) // 2])
     header = header_of()
-    header["__metadata__"]["format_version"] = "2"
-    (tmp_path / "v2.safetensors").write_bytes(with_header(header))
+    header["__metadata__"]["format_version"] = "3"
+    (tmp_path / "v3.safetensors").write_bytes(with_header(header))
     image = ROOT / "examples" / "digit-3.png"
     for args, words in [
         (["classify", image, "--model", tmp_path / "truncated.safetensors"], ["run past", "truncated"]),
-        (["info", tmp_path / "v2.safetensors"], ["format version '2'"]),
+        (["info", tmp_path / "v3.safetensors"], ["format version '3'"]),
     ]:
         r = subprocess.run([TINYVIT, *map(str, args)], check=False, capture_output=True, text=True, timeout=120)
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"tinyvit {args[0]}: "), r.stderr
         assert all(w in lines[0] for w in words), lines[0]
     r = subprocess.run(
-        [TINYVIT, "--debug", "info", tmp_path / "v2.safetensors"],
+        [TINYVIT, "--debug", "info", tmp_path / "v3.safetensors"],
         check=False,
         capture_output=True,
         text=True,

@@ -49,7 +49,12 @@ def test_convert_info_classify(tmp_path, checkpoint):
     out = tmp_path / "m.safetensors"
     assert "wrote" in tinyvit("convert", checkpoint, "-o", out).stdout
     info = tinyvit("info", out).stdout
-    for expected in ("family: mobilevit", "task: image-classification", "labels: 4", "format: tinyvit-engine v1"):
+    for expected in (
+        "family: mobilevit",
+        "task: image-classification",
+        "labels: 4",
+        "format: tinyvit-engine v2, float32 weights",
+    ):
         assert expected in info
     lines = tinyvit("classify", PHOTOS / "chelsea.png", PHOTOS / "rocket.jpg", "--model", out, "--top-k", "2").stdout
     assert len(lines.splitlines()) == 2 and "chelsea.png: LABEL_" in lines

@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("src", help="a checkpoint directory, or a Hub id such as apple/mobilevit-xx-small")
     c.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
+    c.add_argument(
+        "--dtype",
+        default="float32",
+        help="how conv and linear weights are stored: float32 (default), float16, or int8 (per output channel)",
+    )
 
     c = command(
         "classify",
@@ -113,8 +118,10 @@ def run_convert(args) -> None:
     from .convert import convert
     from .hub import resolve
 
-    out = convert(resolve(args.src), args.output)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    if args.dtype not in weights_file.STORAGE:
+        raise CliError(f"--dtype {args.dtype}: expected one of {', '.join(weights_file.STORAGE)}")
+    out = convert(resolve(args.src), args.output, dtype=args.dtype)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {args.dtype} weights)")
 
 
 def _load(path: str | None, command: str | None = None):
@@ -233,9 +240,13 @@ def run_info(args) -> None:
     model = _load(args.model)
     cfg = model.config
     path = Path(args.model)
-    version = (
-        f"{weights_file.FORMAT} v{weights_file.VERSION}" if path.is_file() else "transformers checkpoint directory"
-    )
+    if path.is_file():
+        metadata, _ = weights_file.parse(path.read_bytes(), str(path))
+        storage = weights_file.storage_of(metadata, str(path))
+        version = f"{weights_file.FORMAT} v{metadata['format_version']}, {storage} weights"
+        version += f", {path.stat().st_size / 1e6:.2f} MB"
+    else:
+        version = "transformers checkpoint directory"
     crop = (model.preprocessor_config or {}).get("crop_size", cfg.image_size)
     labels = list(cfg.id2label.values())
     print(f"model: {path}")

@@ -37,12 +37,15 @@ CONV = re.compile(r"(.+)\.convolution\.weight")
 QKV = re.compile(r"(.+\.attention\.attention)\.query\.weight")
 
 
-def convert(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """Convert a transformers checkpoint directory into one engine weights file, written atomically."""
+def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype: str = "float32") -> Path:
+    """Convert a transformers checkpoint directory into one engine weights file, written atomically. dtype: how
+    the conv and linear weights are stored, "float32", "float16" or "int8" (per output channel; weights_file.py)."""
+    if dtype not in weights_file.STORAGE:
+        raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(weights_file.STORAGE)}")
     config, preprocessor, tensors = read_checkpoint(src)
     engine = to_engine(tensors)
     check_params(build(parse_config(config)), engine, source=str(src))
-    weights_file.write(dst, engine, config, preprocessor)
+    weights_file.write(dst, engine, config, preprocessor, storage=dtype)
     return Path(dst)
 
 

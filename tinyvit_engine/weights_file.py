@@ -2,7 +2,15 @@
 metadata a format name, a format version, the transformers config and the preprocessor config (both as JSON).
 
 Engine layout: conv weights (kh, kw, cin / groups, cout) with BatchNorm folded in, linear weights (in, out), fused
-query/key/value projections. Version 1 is the first; a file of another version is refused with a hint.
+query/key/value projections. The last axis of every conv and linear weight is its output channel.
+
+Storage (version 2; version 1 files, all float32, still load): the metadata's "storage" says how the conv and linear
+weights (the tensors of rank 2 and more) are stored; biases and norm parameters are always float32.
+- float32: as they are.
+- float16: IEEE half precision (a weight beyond float16's range is refused at conversion, not made infinite).
+- int8: symmetric, one scale per output channel: w[..., c] = q[..., c] * scale[c], q in [-127, 127], scale =
+  max |w[..., c]| / 127 (1 for a channel of zeros), stored as the float32 tensor "<name>::scale".
+Reading widens every weight to float32 once; the kernels always compute in float32.
 
 The reader parses the safetensors header itself (`parse`): every length, shape and offset is checked against the
 size of the file before a tensor is read, so a truncated, corrupt or hostile file fails at once with a
@@ -24,7 +32,10 @@ from safetensors.numpy import save
 from .errors import WeightsFormatError
 
 FORMAT = "tinyvit-engine"
-VERSION = 1
+VERSION = 2
+VERSIONS = ("1", "2")  # the versions this reader reads
+STORAGE = ("float32", "float16", "int8")
+SCALE = "::scale"  # the suffix of an int8 weight's per-channel scales
 # safetensors dtype names -> how one element is stored (little-endian; BF16 as its raw bits, widened on reading)
 NUMPY = {
     "F64": "<f8",
@@ -47,18 +58,27 @@ ITEMSIZE = {**{k: np.dtype(v).itemsize for k, v in NUMPY.items()}, "F8_E4M3": 1,
 Entry = tuple[str, tuple[int, ...], int]  # a tensor of a parsed file: dtype name, shape, byte offset in the file
 
 
-def write(path: str | os.PathLike, tensors: dict[str, np.ndarray], config: dict, preprocessor: dict | None) -> None:
+def write(
+    path: str | os.PathLike,
+    tensors: dict[str, np.ndarray],
+    config: dict,
+    preprocessor: dict | None,
+    storage: str = "float32",
+) -> None:
     """Write atomically: a temporary file beside `path`, renamed over it only once complete."""
     path = Path(path)
+    if storage not in STORAGE:
+        raise ValueError(f"storage dtype {storage!r}: expected one of {', '.join(STORAGE)}")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{path.parent}: no such directory to write {path.name} into")
     metadata = {
         "format": FORMAT,
         "format_version": str(VERSION),
+        "storage": storage,
         "config": json.dumps(config),
         "preprocessor_config": json.dumps(preprocessor) if preprocessor is not None else "",
     }
-    data = save({k: np.ascontiguousarray(v, np.float32) for k, v in sorted(tensors.items())}, metadata=metadata)
+    data = save(encode(tensors, storage), metadata=metadata)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
@@ -68,6 +88,61 @@ def write(path: str | os.PathLike, tensors: dict[str, np.ndarray], config: dict,
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def encode(tensors: dict[str, np.ndarray], storage: str) -> dict[str, np.ndarray]:
+    """The tensors as stored: weights (rank >= 2) in `storage`, everything else float32."""
+    out = {}
+    for name, t in sorted(tensors.items()):
+        t = np.ascontiguousarray(t, np.float32)
+        if t.ndim < 2 or storage == "float32":
+            out[name] = t
+        elif storage == "float16":
+            if np.abs(t).max() > np.finfo(np.float16).max:
+                raise WeightsFormatError(f"tensor {name}: values up to {np.abs(t).max():.3g} do not fit in float16")
+            out[name] = t.astype(np.float16)
+        else:
+            top = np.abs(t).reshape(-1, t.shape[-1]).max(axis=0)
+            scale = np.where(top > 0, top / 127, 1).astype(np.float32)
+            out[name] = np.clip(np.rint(t / scale), -127, 127).astype(np.int8)
+            out[name + SCALE] = scale
+    return out
+
+
+def decode(stored: dict[str, np.ndarray], storage: str, where: str) -> dict[str, np.ndarray]:
+    """The float32 tensors of a file stored as `storage`, every stored dtype and scale checked first."""
+
+    def bad(why: str) -> WeightsFormatError:
+        return WeightsFormatError(f"{where}: {why}")
+
+    out = {}
+    for name, t in stored.items():
+        if name.endswith(SCALE):
+            if storage != "int8":
+                raise bad(f"tensor {name}: a {storage} weights file has no scales")
+            if name.removesuffix(SCALE) not in stored:
+                raise bad(f"tensor {name} scales a weight that is not in the file")
+            continue
+        quantized = storage == "int8" and t.ndim >= 2
+        want = {"int8": np.int8, "float16": np.float16}.get(storage, np.float32) if t.ndim >= 2 else np.float32
+        if t.dtype != want:
+            what = f"a {storage} file's weights" if t.ndim >= 2 else "biases and norm parameters"
+            raise bad(f"tensor {name} is {t.dtype}, but {what} are {np.dtype(want).name}")
+        if not quantized:
+            out[name] = t.astype(np.float32)
+            continue
+        scale = stored.get(name + SCALE)
+        if scale is None:
+            raise bad(f"int8 tensor {name} has no {name + SCALE} tensor")
+        if scale.dtype != np.float32 or scale.shape != (t.shape[-1],):
+            raise bad(
+                f"tensor {name + SCALE} is {scale.dtype} {scale.shape}, expected float32 ({t.shape[-1]},): "
+                "one scale per output channel"
+            )
+        if not (np.isfinite(scale).all() and (scale > 0).all()):
+            raise bad(f"tensor {name + SCALE} holds scales that are not finite and positive")
+        out[name] = t.astype(np.float32) * scale
+    return out
 
 
 def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, Any] | None]:
@@ -85,11 +160,12 @@ def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]
             f"{path}: a safetensors file, but not a {FORMAT} weights file; convert the "
             "checkpoint with tve.convert (or `tinyvit convert`) first"
         )
-    if metadata.get("format_version") != str(VERSION):
+    if metadata.get("format_version") not in VERSIONS:
         raise WeightsFormatError(
             f"{path}: {FORMAT} format version {metadata.get('format_version')!r}, this engine "
-            f"reads version {VERSION}; convert the checkpoint again with this version"
+            f"reads versions {' and '.join(VERSIONS)}; convert the checkpoint again with this version"
         )
+    storage = storage_of(metadata, str(path))
     try:
         config = json.loads(metadata["config"])
         pre = json.loads(metadata["preprocessor_config"]) if metadata.get("preprocessor_config") else None
@@ -97,10 +173,22 @@ def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]
         raise WeightsFormatError(f"{path}: the stored config is not valid JSON ({e})") from None
     if not isinstance(config, dict) or not isinstance(pre, (dict, type(None))):
         raise WeightsFormatError(f"{path}: the stored config or preprocessor config is not a JSON object")
+    allowed = {"float32": {"F32"}, "float16": {"F32", "F16"}, "int8": {"F32", "I8"}}[storage]
     for name, (dtype, _, _) in entries.items():
-        if dtype != "F32":
-            raise WeightsFormatError(f"{path}: tensor {name} is {dtype}, expected F32 (float32)")
-    return tensors(data, entries, str(path)), config, pre
+        if dtype not in allowed:
+            raise WeightsFormatError(
+                f"{path}: tensor {name} is {dtype}, but a {storage} weights file holds only "
+                f"{', '.join(sorted(allowed))}"
+            )
+    return decode(tensors(data, entries, str(path)), storage, str(path)), config, pre
+
+
+def storage_of(metadata: dict[str, str], where: str) -> str:
+    """The storage dtype a file's metadata names (version 1 files: float32)."""
+    storage = metadata.get("storage", "float32") if metadata.get("format_version") != "1" else "float32"
+    if storage not in STORAGE:
+        raise WeightsFormatError(f"{where}: storage dtype {storage!r:.40} is none of {', '.join(STORAGE)}")
+    return storage
 
 
 def parse(data: bytes, where: str) -> tuple[dict[str, str], dict[str, Entry]]:

@@ -11,6 +11,8 @@ tests load), converted with tve.convert into weights/*.safetensors, and measured
 Uses torch, transformers and scikit-learn (dev/test dependencies; the engine itself needs none of them):
 
     python weights/train_demo.py            # both models, about 10 minutes on 2 cores
+    python weights/train_demo.py storage    # from the saved checkpoints: the int8 files, and the held-out
+                                            # numbers of float32, float16 and int8 storage (the engine alone)
 """
 
 from __future__ import annotations
@@ -279,7 +281,54 @@ def examples() -> None:
         img.save(ROOT / "examples" / f"scene-{i}.png")
 
 
+def engine_accuracy(model) -> float:
+    """Held-out accuracy of an engine classifier (same data and preprocessing as train_classifier)."""
+    _, x_test, _, y_test = digits_split()
+    logits = model(model.processor([digit_image(d) for d in x_test])).logits
+    return float((logits.argmax(1) == y_test).mean())
+
+
+def engine_miou(model, num_labels: int = 11) -> float:
+    """Held-out mIoU of an engine segmenter (same scenes and measure as mean_iou)."""
+    import tinyvit_engine as tve
+
+    inter, union = np.zeros(num_labels), np.zeros(num_labels)
+    scenes = heldout_scenes()
+    for start in range(0, len(scenes), 25):
+        part = scenes[start : start + 25]
+        logits = model(model.processor([s[0] for s in part])).logits
+        pred = np.stack(tve.post_process_semantic_segmentation(logits, [(SCENE_SIZE, SCENE_SIZE)] * len(part)))
+        iou_counts(pred, np.stack([s[1] for s in part]), inter, union)
+    return float(np.mean(inter[union > 0] / union[union > 0]))
+
+
+def storage() -> None:
+    """Write the int8 demo files beside the float32 ones, and measure every storage dtype on the held-out data."""
+    import tempfile
+
+    import tinyvit_engine as tve
+
+    all_metrics = json.loads((ROOT / "weights" / "metrics.json").read_text())
+    for name, measure, key in (
+        ("mobilevit-digits", engine_accuracy, "heldout_accuracy"),
+        ("deeplabv3-mobilevit-digits", engine_miou, "heldout_miou"),
+    ):
+        results = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for dtype in ("float32", "float16", "int8"):
+                out = Path(tmp) / f"{dtype}.safetensors"
+                tve.convert(CHECKPOINTS / name, out, dtype=dtype)
+                results[dtype] = {key: measure(tve.load(out)), "size_bytes": out.stat().st_size}
+                print(f"{name} {dtype}: {results[dtype]}")
+        shipped = tve.convert(CHECKPOINTS / name, ROOT / "weights" / f"{name}.int8.safetensors", dtype="int8")
+        print(f"wrote {shipped} ({shipped.stat().st_size / 1e6:.2f} MB)")
+        all_metrics[name]["engine_storage"] = results
+    (ROOT / "weights" / "metrics.json").write_text(json.dumps(all_metrics, indent=2) + "\n")
+
+
 def main(which: list[str]) -> None:
+    if which == ["storage"]:
+        return storage()
     import torch
 
     torch.set_num_threads(2)
