@@ -62,11 +62,12 @@ def test_convert_info_classify(tmp_path, checkpoint):
     assert len(records) == 4 and all(len(r["labels"]) == 4 for r in records)
 
 
-def test_a_directory_of_many_images_shows_progress(tmp_path, checkpoint):
+def test_a_directory_of_many_images(tmp_path, checkpoint):
+    # (progress, which shows on a terminal only: tests/test_batch.py)
     for i in range(12):
         Image.open(PHOTOS / "chelsea.png").resize((64 + i, 48)).save(tmp_path / f"{i:02}.png")
     r = tinyvit("classify", tmp_path, "--model", checkpoint, "--top-k", "1")
-    assert len(r.stdout.splitlines()) == 12 and "12/12" in r.stderr
+    assert len(r.stdout.splitlines()) == 12
 
 
 def test_convert_a_hub_id_from_the_local_cache_offline(tmp_path, checkpoint):

@@ -17,9 +17,6 @@ import numpy as np
 from . import weights_file
 from .errors import TinyVitError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-BATCH = 8
-
 
 class CliError(TinyVitError):
     """A user error the command reports in one line."""
@@ -39,6 +36,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def jobs(c: argparse.ArgumentParser, workers: bool) -> None:
+    """The options of a batch job (tinyvit_engine/batch.py)."""
+    c.add_argument("--output", help="also write one JSON object per image to this JSON Lines file, as they finish")
+    c.add_argument("--resume", action="store_true", help="skip the images --output already records, append the rest")
+    if workers:
+        c.add_argument("--workers", type=int, default=1, help="inference processes, each with its share of the cores")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,10 +83,11 @@ def _parser() -> argparse.ArgumentParser:
         "print the top labels of each image",
         "tinyvit classify photo.jpg photos/ --model mobilevit-xx-small.safetensors --top-k 3",
     )
-    c.add_argument("images", nargs="+", help="image files or directories (walked for images)")
+    c.add_argument("images", nargs="+", help="image files, folders (walked for images), or @list.txt of paths")
     c.add_argument("--model", help="engine weights file or checkpoint directory (default: the demo digits classifier)")
     c.add_argument("--top-k", type=int, default=5, help="labels per image (default 5)")
     c.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
+    jobs(c, workers=True)
 
     c = command(
         "segment",
@@ -89,9 +95,10 @@ def _parser() -> argparse.ArgumentParser:
         "write a label map and an overlay per image; print each label's share",
         "tinyvit segment photo.jpg --model deeplabv3-mobilevit-xx-small.safetensors -o out/",
     )
-    c.add_argument("images", nargs="+", help="image files or directories (walked for images)")
+    c.add_argument("images", nargs="+", help="image files, folders (walked for images), or @list.txt of paths")
     c.add_argument("--model", help="engine weights file or checkpoint directory (default: the demo digits segmenter)")
-    c.add_argument("-o", "--output", required=True, help="directory for <name>.labels.png and <name>.overlay.png")
+    c.add_argument("-o", dest="outdir", required=True, help="directory for <name>.labels.png and <name>.overlay.png")
+    jobs(c, workers=False)
 
     c = command(
         "explain",
@@ -124,9 +131,8 @@ def run_convert(args) -> None:
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {args.dtype} weights)")
 
 
-def _load(path: str | None, command: str | None = None):
-    """The model at `path`, or for classify/segment without --model, the demo model that ships in weights/."""
-    from .model import load
+def _model_path(path: str | None, command: str | None = None) -> str:
+    """`path`, or for classify/segment without --model, the demo model that ships in weights/."""
     from .weights import DEMO_CLASSIFIER, DEMO_SEGMENTER
 
     if path is None:
@@ -134,42 +140,63 @@ def _load(path: str | None, command: str | None = None):
         if not demo.is_file():
             raise CliError(f"no --model given, and the demo model {demo.name} is not installed")
         path = str(demo)
-    return load(path)
+    return path
 
 
-def _images(paths: list[str]) -> list[Path]:
-    found = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
-        elif p.exists():
-            found.append(p)
+def _load(path: str | None, command: str | None = None):
+    from .model import load
+
+    return load(_model_path(path, command))
+
+
+def _job(args, task: str, handle) -> None:
+    """Run a batch job; bad files are reported and skipped, and a job with any ends with exit status 1."""
+    from . import batch
+
+    if args.resume and not args.output:
+        raise CliError("--resume needs --output: the file of finished images to skip")
+    files = batch.expand(args.images)
+    if not files:
+        raise CliError(f"no images found in {' '.join(args.images)}")
+    model_path = _model_path(args.model, task)
+    model = _load(model_path)
+    needed = {"classify": "image-classification", "segment": "semantic-segmentation"}[task]
+    if model.config.task != needed:
+        raise CliError(f"{task} needs an {needed} model; {model_path} is {model.config.task}")
+
+    def report(record: dict) -> None:
+        if "error" in record:
+            print(f"tinyvit {task}: {record['image']}: {record['error']}", file=sys.stderr, flush=True)
         else:
-            raise CliError(f"{p}: no such file or directory")
-    if not found:
-        raise CliError(f"no images found in {' '.join(paths)}")
-    return found
+            handle(record)
 
-
-def _batches(files: list[Path]):
-    """Batches of files, with a progress bar on stderr when there are many."""
-    show = len(files) > BATCH
-    for start in range(0, len(files), BATCH):
-        yield files[start : start + BATCH]
-        if show:
-            done = min(start + BATCH, len(files))
-            bar = "#" * (30 * done // len(files))
-            print(f"\r[{bar:<30}] {done}/{len(files)}", end="\n" if done == len(files) else "", file=sys.stderr)
+    output = Path(args.output) if args.output else None
+    finished, failed = batch.run(
+        model,
+        model_path,
+        task,
+        files,
+        report,
+        output=output,
+        resume=args.resume,
+        top_k=getattr(args, "top_k", 5),
+        workers=getattr(args, "workers", 1),
+    )
+    if failed:
+        raise CliError(f"{failed} of {finished} images failed (each named above); the rest are done")
 
 
 def run_classify(args) -> None:
-    model = _load(args.model, "classify")
-    for batch in _batches(_images(args.images)):
-        for path, top in zip(batch, model.classify([str(p) for p in batch], top_k=args.top_k), strict=True):
-            if args.json:
-                print(json.dumps({"image": str(path), "labels": top}))
-            else:
-                print(f"{path}: " + ", ".join(f"{t['label']} ({t['score']:.3f})" for t in top))
+    def show(record: dict) -> None:
+        if args.json:
+            print(json.dumps(record), flush=True)
+        else:
+            top = record["labels"]
+            print(f"{record['image']}: " + ", ".join(f"{t['label']} ({t['score']:.3f})" for t in top), flush=True)
+
+    if args.top_k < 1:
+        raise CliError(f"--top-k {args.top_k}: expected 1 or more")
+    _job(args, "classify", show)
 
 
 def palette(n: int = 256) -> np.ndarray:
@@ -191,26 +218,22 @@ def run_segment(args) -> None:
 
     from .processor import load_image
 
-    model = _load(args.model, "segment")
-    out = Path(args.output)
+    out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
     colors = palette()
-    for batch in _batches(_images(args.images)):
-        for path, result in zip(batch, model.segment([str(p) for p in batch]), strict=True):
-            label_map = result["label_map"]
-            labels = Image.fromarray(label_map.astype(np.uint8), mode="P")
-            labels.putpalette(colors.tobytes())
-            labels.save(out / f"{path.stem}.labels.png")
-            photo = np.asarray(load_image(str(path)), np.float32)
-            overlay = np.where(label_map[..., None] > 0, 0.4 * photo + 0.6 * colors[label_map], photo)
-            Image.fromarray(overlay.round().astype(np.uint8)).save(out / f"{path.stem}.overlay.png")
-            counts = np.bincount(label_map.ravel(), minlength=model.config.num_labels)
-            shares = ", ".join(
-                f"{model.config.id2label[k]} {100 * c / label_map.size:.1f}%"
-                for k, c in sorted(enumerate(counts), key=lambda kc: -kc[1])
-                if c
-            )
-            print(f"{path}: {shares}")
+
+    def write(record: dict) -> None:
+        path, label_map = Path(record["image"]), record["label_map"]
+        labels = Image.fromarray(label_map.astype(np.uint8), mode="P")
+        labels.putpalette(colors.tobytes())
+        labels.save(out / f"{path.stem}.labels.png")
+        photo = np.asarray(load_image(str(path)), np.float32)
+        overlay = np.where(label_map[..., None] > 0, 0.4 * photo + 0.6 * colors[label_map], photo)
+        Image.fromarray(overlay.round().astype(np.uint8)).save(out / f"{path.stem}.overlay.png")
+        shares = sorted(record["shares"].items(), key=lambda kv: -kv[1])
+        print(f"{path}: " + ", ".join(f"{label} {100 * share:.1f}%" for label, share in shares), flush=True)
+
+    _job(args, "segment", write)
 
 
 def run_explain(args) -> None:

@@ -37,12 +37,17 @@ def classify(model, images: Any, top_k: int = 5, processor=None) -> list:
         raise UnsupportedConfigError(f"classify needs an image-classification model, this one is {model.config.task}")
     batch, single = _as_list(images)
     pixel_values = (processor or model.processor)([load_image(im) for im in batch])
-    scores = _scores(model, model(pixel_values).logits)
+    results = top_labels(model, model(pixel_values).logits, top_k)
+    return results[0] if single else results
+
+
+def top_labels(model, logits: np.ndarray, top_k: int) -> list[list[dict]]:
+    """Per row of logits, the top_k [{"label", "score"}] by score, as the image-classification pipeline gives."""
     results = []
-    for row in scores:
+    for row in _scores(model, logits):
         order = sorted(range(len(row)), key=lambda i: row[i], reverse=True)[: max(0, min(top_k, len(row)))]
         results.append([{"label": model.config.id2label[i], "score": float(row[i])} for i in order])
-    return results[0] if single else results
+    return results
 
 
 def segment(model, images: Any, processor=None) -> Any:

@@ -1,0 +1,286 @@
+"""Batch jobs over image collections: `tinyvit classify` and `tinyvit segment` on many files.
+
+- A file that cannot be read or decoded is reported (a line on stderr, an {"image", "error"} record) and skipped;
+  the job goes on and ends with the count of failures.
+- Results go to a JSON Lines file as images finish, each record written whole in one append and flushed, so a killed
+  job leaves every finished image recorded. `resume` skips the images the file already holds (by resolved path) and
+  drops a torn last line first, so each image ends up recorded exactly once.
+- Decoding and preprocessing (Pillow releases the GIL) run on a thread pool ahead of the model, which gets batches.
+- `workers` > 1 (classify) splits the files over that many processes, each with its share of the cores; the parent
+  alone writes the output.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from queue import Empty
+
+import numpy as np
+
+from .errors import TinyVitError
+from .processor import load_image
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+BATCH = 8
+
+
+class JobError(TinyVitError):
+    """A job that cannot start: no such path, no images, an unreadable list or output file."""
+
+
+def expand(paths: Iterable[str]) -> list[Path]:
+    """Files as given, folders walked for image files (recursively, sorted), and @list.txt: one path per line."""
+    found: list[Path] = []
+    for arg in paths:
+        if arg.startswith("@"):
+            listed = Path(arg[1:])
+            try:
+                lines = listed.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as e:
+                raise JobError(f"{listed}: cannot read the list of paths ({e})") from None
+            found += expand([line.strip() for line in lines if line.strip() and not line.startswith("#")])
+            continue
+        p = Path(arg)
+        if p.is_dir():
+            found += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        elif p.exists():
+            found.append(p)
+        else:
+            raise JobError(f"{p}: no such file or directory")
+    return found
+
+
+def recorded(output: Path) -> set[str]:
+    """The resolved paths an output file already holds; a torn last line (a killed job) is cut off first."""
+    if not output.exists():
+        return set()
+    data = output.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        with open(output, "r+b") as f:
+            f.truncate(cut)
+        data = data[:cut]
+    done = set()
+    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
+        try:
+            done.add(str(Path(json.loads(line)["image"]).resolve()))
+        except (ValueError, KeyError, TypeError):
+            raise JobError(f"{output}:{number}: not a record of this tool; pass another --output") from None
+    return done
+
+
+class Output:
+    """JSON Lines, one whole record per append, flushed (None: no file)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.fd = None if path is None else os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def write(self, record: dict) -> None:
+        if self.fd is not None:
+            os.write(self.fd, (json.dumps(record) + "\n").encode())
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+
+
+class Progress:
+    """Images done, images/s and time left on stderr, on a terminal only (tqdm when installed)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.start, self.bar = total, 0, time.perf_counter(), None
+        self.show = sys.stderr.isatty() and total > 1
+        if self.show:
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, unit="img", file=sys.stderr)
+            except ImportError:
+                pass
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if not self.show:
+            return
+        if self.bar is not None:
+            self.bar.update(n)
+            return
+        rate = self.done / max(time.perf_counter() - self.start, 1e-9)
+        left = (self.total - self.done) / rate if rate else 0
+        print(f"\r{self.done}/{self.total} images, {rate:.1f}/s, {left:.0f} s left ", end="", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.show:
+            print(file=sys.stderr)
+
+
+@dataclass
+class Decoded:
+    path: Path
+    pixels: np.ndarray | None = None  # (3, H, W) float32, the processor's output for one image
+    size: tuple[int, int] | None = None  # (height, width) of the image as decoded
+    error: str | None = None
+
+
+def decode(processor, path: Path) -> Decoded:
+    """One file, read, decoded and preprocessed; a failure becomes the record's error."""
+    try:
+        image = load_image(str(path))
+        return Decoded(path, processor._one(image), (image.height, image.width))
+    except Exception as e:  # a broken file of any kind: Pillow raises many types, and this job must go on
+        reason = " ".join(str(e).splitlines()) or type(e).__name__
+        return Decoded(path, error=reason.removeprefix(f"{path}: "))
+
+
+def batches(model, files: list[Path], threads: int) -> Iterator[list[Decoded]]:
+    """Decoded files in order, in batches of up to BATCH of one shape (a failed file comes alone), with decoding
+    running up to a few batches ahead of the caller on `threads` threads."""
+    processor = model.processor
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        ahead: list = []
+        pending: list[Decoded] = []
+        todo = iter(files)
+        for path in todo:
+            ahead.append(pool.submit(decode, processor, path))
+            if len(ahead) >= 3 * BATCH:
+                break
+        while ahead:
+            item = ahead.pop(0).result()
+            nxt = next(todo, None)
+            if nxt is not None:
+                ahead.append(pool.submit(decode, processor, nxt))
+            if item.error is not None:
+                yield [item]
+                continue
+            if pending and pending[0].pixels.shape != item.pixels.shape:
+                yield pending
+                pending = []
+            pending.append(item)
+            if len(pending) == BATCH:
+                yield pending
+                pending = []
+        if pending:
+            yield pending
+
+
+def results(model, task: str, files: list[Path], top_k: int, threads: int) -> Iterator[dict]:
+    """One record per file: {"image", "labels": [{"label", "score"}]} (classify), {"image", "shares",
+    "label_map"} (segment; label_map is dropped before writing), or {"image", "error"}."""
+    from .pipelines import top_labels
+    from .postprocess import post_process_semantic_segmentation
+
+    for batch in batches(model, files, threads):
+        if batch[0].error is not None:
+            yield {"image": str(batch[0].path), "error": batch[0].error}
+            continue
+        logits = model(np.stack([d.pixels for d in batch])).logits
+        if task == "classify":
+            for d, labels in zip(batch, top_labels(model, logits, top_k), strict=True):
+                yield {"image": str(d.path), "labels": labels}
+            continue
+        maps = post_process_semantic_segmentation(logits, [d.size for d in batch])
+        for d, label_map in zip(batch, maps, strict=True):
+            counts = np.bincount(label_map.ravel(), minlength=model.config.num_labels)
+            shares = {model.config.id2label[k]: round(float(c) / label_map.size, 6) for k, c in enumerate(counts) if c}
+            yield {"image": str(d.path), "shares": shares, "label_map": label_map}
+
+
+def _worker(model_path: str, task: str, files: list[str], top_k: int, threads: int, queue, index: int) -> None:
+    """One of --workers' processes: (index, record) for each of its files onto the queue, then (index, None)."""
+    from .model import load
+
+    try:
+        model = load(model_path)
+        for record in results(model, task, [Path(f) for f in files], top_k, threads):
+            queue.put((index, record))
+    finally:
+        queue.put((index, None))
+
+
+def run(
+    model,
+    model_path: str,
+    task: str,
+    files: list[Path],
+    handle: Callable[[dict], None],
+    output: Path | None = None,
+    resume: bool = False,
+    top_k: int = 5,
+    workers: int = 1,
+) -> tuple[int, int]:
+    """Run a job with `model` (loaded from model_path, which worker processes load again); `handle` sees every
+    record as it finishes (the CLI prints it, writes maps). Returns (images done now, images that failed now)."""
+    if resume and output is not None:
+        done = recorded(output)
+        files = [f for f in files if str(f.resolve()) not in done]
+    writer, progress = Output(output), Progress(len(files))
+    failed = finished = 0
+    try:
+        for record in _records(model, model_path, task, files, top_k, workers):
+            handle(record)
+            record.pop("label_map", None)
+            writer.write(record)
+            finished += 1
+            failed += "error" in record
+            progress.update()
+    finally:
+        writer.close()
+        progress.close()
+    return finished, failed
+
+
+def _records(model, model_path, task, files, top_k, workers) -> Iterator[dict]:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = max(1, min(workers, len(files) or 1))
+    if workers == 1:
+        yield from results(model, task, files, top_k, threads=max(2, cores))
+        return
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue(maxsize=64)
+    share = max(1, cores // workers)
+    shards = [[str(f) for f in files[i::workers]] for i in range(workers)]
+    procs = [
+        context.Process(target=_start_worker, args=(str(share), model_path, task, shard, top_k, share, queue, i))
+        for i, shard in enumerate(shards)
+    ]
+    for p in procs:
+        p.start()
+    seen: list[set[str]] = [set() for _ in procs]
+    finished = [False] * len(procs)
+    while not all(finished):
+        try:
+            worker, record = queue.get(timeout=1.0)
+        except Empty:  # a worker that died without saying so (killed, out of memory): its other files fail
+            for i, p in enumerate(procs):
+                if not finished[i] and p.exitcode is not None:
+                    finished[i] = True
+                    for path in shards[i]:
+                        if path not in seen[i]:
+                            yield {"image": path, "error": f"the worker process died (exit code {p.exitcode})"}
+            continue
+        if record is None:
+            finished[worker] = True
+            continue
+        seen[worker].add(record["image"])
+        yield record
+    for p in procs:
+        p.join()
+
+
+def _start_worker(threads: str, *args) -> None:
+    os.environ["NUMBA_NUM_THREADS"] = threads  # before numba is imported in this fresh process
+    _worker(*args)
+
+
+def summary(total: int, failed: int) -> str:
+    return f"{total - failed} of {total} images done" + (f", {failed} failed" if failed else "")
