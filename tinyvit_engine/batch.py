@@ -62,6 +62,10 @@ def recorded(output: Path) -> set[str]:
     """The resolved paths an output file already holds; a torn last line (a killed job) is cut off first."""
     if not output.exists():
         return set()
+    if output.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return {str(Path(p).resolve()) for p in pq.read_table(output, columns=["image"]).column("image").to_pylist()}
     data = output.read_bytes()
     if data and not data.endswith(b"\n"):
         cut = data.rfind(b"\n") + 1
@@ -78,18 +82,33 @@ def recorded(output: Path) -> set[str]:
 
 
 class Output:
-    """JSON Lines, one whole record per append, flushed (None: no file)."""
+    """JSON Lines, one whole record per append, flushed (None: no file). A .parquet file is written (atomically,
+    with the rows it already held) when the job ends instead: Parquet cannot be appended to."""
 
     def __init__(self, path: Path | None) -> None:
-        self.fd = None if path is None else os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.path, self.rows = path, []
+        self.parquet = path is not None and path.suffix == ".parquet"
+        self.fd = None
+        if path is not None and not self.parquet:
+            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def write(self, record: dict) -> None:
         if self.fd is not None:
             os.write(self.fd, (json.dumps(record) + "\n").encode())
+        elif self.parquet:
+            self.rows.append({"image": record["image"], "result": json.dumps(record)})
 
     def close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
+        if self.parquet and self.rows:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            old = pq.read_table(self.path).to_pylist() if self.path.exists() else []
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            pq.write_table(pa.Table.from_pylist(old + self.rows), tmp)
+            os.replace(tmp, self.path)
 
 
 class Progress:
@@ -217,6 +236,8 @@ def run(
     resume: bool = False,
     top_k: int = 5,
     workers: int = 1,
+    ray_address: str | None = None,
+    outdir: Path | None = None,
 ) -> tuple[int, int]:
     """Run a job with `model` (loaded from model_path, which worker processes load again); `handle` sees every
     record as it finishes (the CLI prints it, writes maps). Returns (images done now, images that failed now)."""
@@ -226,7 +247,11 @@ def run(
     writer, progress = Output(output), Progress(len(files))
     failed = finished = 0
     try:
-        for record in _records(model, model_path, task, files, top_k, workers):
+        if ray_address is not None:
+            source = _ray_records(model_path, task, files, top_k, ray_address, outdir)
+        else:
+            source = _records(model, model_path, task, files, top_k, workers)
+        for record in source:
             handle(record)
             record.pop("label_map", None)
             writer.write(record)
@@ -277,9 +302,72 @@ def _records(model, model_path, task, files, top_k, workers) -> Iterator[dict]:
         p.join()
 
 
+def _ray_records(model_path, task, files, top_k, address: str, outdir) -> Iterator[dict]:
+    """The job on Ray Data (tinyvit_engine/ray.py): a local instance for address "local", else that cluster's."""
+    import ray
+
+    from . import ray as on_ray
+
+    if not ray.is_initialized():
+        import logging
+
+        local = address == "local"
+        ray.init(
+            address=None if local else address,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+    if not files:
+        return
+    dataset = ray.data.from_items([{"image": str(f)} for f in files])
+    if task == "classify":
+        out = on_ray.classify(dataset, model_path, top_k)
+    else:
+        out = on_ray.segment(dataset, model_path, outdir)
+    for row in out.iter_rows():
+        record = {"image": row["image"]}
+        if row["error"]:
+            record["error"] = row["error"]
+        elif task == "classify":
+            record["labels"] = json.loads(row["labels"])
+        else:
+            record["shares"] = json.loads(row["shares"])
+        yield record
+
+
 def _start_worker(threads: str, *args) -> None:
     os.environ["NUMBA_NUM_THREADS"] = threads  # before numba is imported in this fresh process
     _worker(*args)
+
+
+def palette(n: int = 256) -> np.ndarray:
+    """Pascal VOC's colour map: class k's RGB from the bits of k, so neighbouring classes differ."""
+    colors = np.zeros((n, 3), np.uint8)
+    for k in range(n):
+        c, r, g, b = k, 0, 0, 0
+        for shift in range(7, -1, -1):
+            r |= (c & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        colors[k] = (r, g, b)
+    return colors
+
+
+def save_maps(outdir: Path, path: Path, label_map: np.ndarray) -> None:
+    """<stem>.labels.png (class indices, VOC colours) and <stem>.overlay.png (the classes over the photo)."""
+    from PIL import Image
+
+    colors = palette()
+    labels = Image.fromarray(label_map.astype(np.uint8), mode="P")
+    labels.putpalette(colors.tobytes())
+    labels.save(outdir / f"{path.stem}.labels.png")
+    photo = np.asarray(load_image(str(path)), np.float32)
+    overlay = np.where(label_map[..., None] > 0, 0.4 * photo + 0.6 * colors[label_map], photo)
+    Image.fromarray(overlay.round().astype(np.uint8)).save(outdir / f"{path.stem}.overlay.png")
 
 
 def summary(total: int, failed: int) -> str:

@@ -12,8 +12,6 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from . import weights_file
 from .errors import TinyVitError
 
@@ -44,6 +42,13 @@ def jobs(c: argparse.ArgumentParser, workers: bool) -> None:
     c.add_argument("--resume", action="store_true", help="skip the images --output already records, append the rest")
     if workers:
         c.add_argument("--workers", type=int, default=1, help="inference processes, each with its share of the cores")
+    c.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run on Ray Data: a local Ray instance, or the cluster at ADDRESS (needs the ray extra)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -155,6 +160,11 @@ def _job(args, task: str, handle) -> None:
 
     if args.resume and not args.output:
         raise CliError("--resume needs --output: the file of finished images to skip")
+    if args.ray is not None:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise CliError("--ray needs Ray: pip install 'tinyvit-engine[ray]'") from None
     files = batch.expand(args.images)
     if not files:
         raise CliError(f"no images found in {' '.join(args.images)}")
@@ -181,6 +191,8 @@ def _job(args, task: str, handle) -> None:
         resume=args.resume,
         top_k=getattr(args, "top_k", 5),
         workers=getattr(args, "workers", 1),
+        ray_address=args.ray,
+        outdir=Path(args.outdir) if task == "segment" else None,
     )
     if failed:
         raise CliError(f"{failed} of {finished} images failed (each named above); the rest are done")
@@ -199,37 +211,16 @@ def run_classify(args) -> None:
     _job(args, "classify", show)
 
 
-def palette(n: int = 256) -> np.ndarray:
-    """Pascal VOC's colour map: class k's RGB from the bits of k, so neighbouring classes differ."""
-    colors = np.zeros((n, 3), np.uint8)
-    for k in range(n):
-        c, r, g, b = k, 0, 0, 0
-        for shift in range(7, -1, -1):
-            r |= (c & 1) << shift
-            g |= ((c >> 1) & 1) << shift
-            b |= ((c >> 2) & 1) << shift
-            c >>= 3
-        colors[k] = (r, g, b)
-    return colors
-
-
 def run_segment(args) -> None:
-    from PIL import Image
-
-    from .processor import load_image
+    from .batch import save_maps
 
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
-    colors = palette()
 
     def write(record: dict) -> None:
-        path, label_map = Path(record["image"]), record["label_map"]
-        labels = Image.fromarray(label_map.astype(np.uint8), mode="P")
-        labels.putpalette(colors.tobytes())
-        labels.save(out / f"{path.stem}.labels.png")
-        photo = np.asarray(load_image(str(path)), np.float32)
-        overlay = np.where(label_map[..., None] > 0, 0.4 * photo + 0.6 * colors[label_map], photo)
-        Image.fromarray(overlay.round().astype(np.uint8)).save(out / f"{path.stem}.overlay.png")
+        path = Path(record["image"])
+        if "label_map" in record:  # (a Ray job's actors save the maps themselves)
+            save_maps(out, path, record["label_map"])
         shares = sorted(record["shares"].items(), key=lambda kv: -kv[1])
         print(f"{path}: " + ", ".join(f"{label} {100 * share:.1f}%" for label, share in shares), flush=True)
 

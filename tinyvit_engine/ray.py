@@ -1,0 +1,136 @@
+"""Batch jobs on Ray Data, for when one machine is not enough (`pip install "tinyvit-engine[ray]"`).
+
+    ds = ray.data.from_items([{"image": path} for path in paths])
+    out = tinyvit_engine.ray.classify(ds, "mobilevit-xx-small.safetensors", top_k=5)   # a Dataset, lazily
+
+The images are decoded and preprocessed in Ray tasks; inference runs in a pool of actors that each load the model
+once (`map_batches` with a callable class); concurrency and batch size come from the cluster's CPUs unless given.
+Each output row is {"image", "labels"} (classify; labels as a JSON string of [{"label", "score"}]) or {"image",
+"shares"} (segment; shares as a JSON string), and "error": "" or why the file could not be used, so a broken file
+is a row, never a failed job. Ray retries a batch whose actor died (its model loaded again in a new actor), and a
+batch's rows appear only once it has succeeded: every image comes out exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import ray
+
+from .batch import decode, save_maps
+from .model import load
+
+BATCH = 8
+
+
+def _decode_batch(batch: dict, model_path: str) -> dict:
+    """Ray task: paths -> (3, H, W) float32 pixels as bytes (empty for a failure), their shapes, sizes, errors."""
+    processor = _processor(model_path)
+    pixels, shapes, sizes, errors = [], [], [], []
+    for path in batch["image"]:
+        d = decode(processor, Path(str(path)))
+        ok = d.error is None
+        pixels.append(d.pixels.tobytes() if ok else b"")
+        shapes.append(json.dumps(list(d.pixels.shape) if ok else []))
+        sizes.append(json.dumps(list(d.size) if ok else []))
+        errors.append("" if ok else d.error)
+    return {"image": batch["image"], "pixels": pixels, "shape": shapes, "size": sizes, "error": errors}
+
+
+_processors: dict = {}
+
+
+def _processor(model_path: str):
+    """The model's image processor, read once per worker process (a task reads no weights twice)."""
+    if model_path not in _processors:
+        from . import weights_file
+        from .convert import read_checkpoint
+        from .processor import MobileViTImageProcessor
+
+        path = Path(model_path)
+        pre = read_checkpoint(path)[1] if path.is_dir() else weights_file.read(path)[2]
+        _processors[model_path] = MobileViTImageProcessor.from_dict(pre or {})
+    return _processors[model_path]
+
+
+class _Infer:
+    """Ray actor: the model, loaded once; a batch of decoded images -> their records."""
+
+    def __init__(self, model_path: str, task: str, top_k: int, threads: int, outdir: str | None) -> None:
+        import numba
+
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # this actor's share
+        self.model, self.task, self.top_k, self.outdir = load(model_path), task, top_k, outdir
+
+    def __call__(self, batch: dict) -> dict:
+        from .pipelines import top_labels
+        from .postprocess import post_process_semantic_segmentation
+
+        n = len(batch["image"])
+        answers = [""] * n
+        good = [i for i in range(n) if not batch["error"][i]]
+        groups: dict[tuple, list[int]] = {}
+        for i in good:
+            groups.setdefault(tuple(json.loads(batch["shape"][i])), []).append(i)
+        for shape, rows in groups.items():
+            x = np.stack([np.frombuffer(batch["pixels"][i], np.float32).reshape(shape) for i in rows])
+            logits = self.model(x).logits
+            if self.task == "classify":
+                for i, labels in zip(rows, top_labels(self.model, logits, self.top_k), strict=True):
+                    answers[i] = json.dumps(labels)
+                continue
+            sizes = [tuple(json.loads(batch["size"][i])) for i in rows]
+            for i, label_map in zip(rows, post_process_semantic_segmentation(logits, sizes), strict=True):
+                if self.outdir is not None:
+                    save_maps(Path(self.outdir), Path(str(batch["image"][i])), label_map)
+                counts = np.bincount(label_map.ravel(), minlength=self.model.config.num_labels)
+                shares = {self.model.config.id2label[k]: c / label_map.size for k, c in enumerate(counts) if c}
+                answers[i] = json.dumps(shares)
+        key = "labels" if self.task == "classify" else "shares"
+        return {"image": batch["image"], key: answers, "error": batch["error"]}
+
+
+def _run(dataset, model, task: str, top_k: int, batch_size: int | None, concurrency: int | None, outdir=None):
+    model_path = str(Path(model).resolve())
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    actors = concurrency or max(1, cpus // 2)
+    # each actor reserves one CPU, so decoding tasks always find one free, and runs as many Numba threads as its
+    # share of the cluster's cores
+    threads = max(1, cpus // actors)
+    # half a CPU per decoding task: besides packing two per core, resources unlike the actors' keep Ray Data from
+    # fusing decoding into the actors (it would run on the actors' few CPUs, one image after another)
+    decoded = dataset.map_batches(
+        _decode_batch,
+        fn_kwargs={"model_path": model_path},
+        batch_size=batch_size or BATCH,
+        batch_format="numpy",
+        num_cpus=0.5,
+    )
+    return decoded.map_batches(
+        _Infer,
+        fn_constructor_kwargs={
+            "model_path": model_path,
+            "task": task,
+            "top_k": top_k,
+            "threads": threads,
+            "outdir": None if outdir is None else str(Path(outdir).resolve()),
+        },
+        batch_size=batch_size or BATCH,
+        batch_format="numpy",
+        concurrency=actors,
+        num_cpus=1,
+    )
+
+
+def classify(dataset, model: str | os.PathLike, top_k: int = 5, batch_size: int | None = None, concurrency=None):
+    """A Dataset of {"image", "labels" (JSON), "error"} for a Dataset with an "image" column of paths."""
+    return _run(dataset, model, "classify", top_k, batch_size, concurrency)
+
+
+def segment(dataset, model: str | os.PathLike, outdir=None, batch_size: int | None = None, concurrency=None):
+    """A Dataset of {"image", "shares" (JSON), "error"} for a Dataset with an "image" column of paths; with
+    `outdir` (a directory every node can write), each image's label map and overlay are saved there too."""
+    return _run(dataset, model, "segment", 0, batch_size, concurrency, outdir)
