@@ -97,17 +97,17 @@ def _run(dataset, model, task: str, top_k: int, batch_size: int | None, concurre
     model_path = str(Path(model).resolve())
     cpus = int(ray.cluster_resources().get("CPU", 1))
     actors = concurrency or max(1, cpus // 2)
-    # each actor reserves one CPU, so decoding tasks always find one free, and runs as many Numba threads as its
-    # share of the cluster's cores
+    # an actor runs as many Numba threads as its share of the cluster's cores, but reserves only half a CPU, and a
+    # decoding task a quarter: logical CPUs are scheduling tokens, and with whole ones the actors could take every
+    # CPU and leave none for the decoding that feeds them. (Unlike resources also keep Ray Data from fusing
+    # decoding into the actors, where it would run one image after another.)
     threads = max(1, cpus // actors)
-    # half a CPU per decoding task: besides packing two per core, resources unlike the actors' keep Ray Data from
-    # fusing decoding into the actors (it would run on the actors' few CPUs, one image after another)
     decoded = dataset.map_batches(
         _decode_batch,
         fn_kwargs={"model_path": model_path},
         batch_size=batch_size or BATCH,
         batch_format="numpy",
-        num_cpus=0.5,
+        num_cpus=0.25,
     )
     return decoded.map_batches(
         _Infer,
@@ -121,7 +121,7 @@ def _run(dataset, model, task: str, top_k: int, batch_size: int | None, concurre
         batch_size=batch_size or BATCH,
         batch_format="numpy",
         concurrency=actors,
-        num_cpus=1,
+        num_cpus=0.5,
     )
 
 
