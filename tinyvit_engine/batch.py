@@ -165,6 +165,9 @@ def batches(model, files: list[Path], threads: int) -> Iterator[list[Decoded]]:
     """Decoded files in order, in batches of up to BATCH of one shape (a failed file comes alone), with decoding
     running up to a few batches ahead of the caller on `threads` threads."""
     processor = model.processor
+    if len(files) == 1:  # one image: decoded here (a pool thread's malloc arena would keep its buffers: +8 MB RSS)
+        yield [decode(processor, files[0])]
+        return
     with ThreadPoolExecutor(max_workers=threads) as pool:
         ahead: list = []
         pending: list[Decoded] = []
