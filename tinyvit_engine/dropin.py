@@ -18,7 +18,7 @@ import numpy as np
 from . import pipelines
 from .errors import UnsupportedConfigError
 from .hub import resolve
-from .model import Model, ModelOutput, load
+from .model import Model, ModelOutput, load, refuse_unknown
 from .processor import MobileViTImageProcessor
 
 HUB_KEYWORDS = ("revision", "cache_dir", "local_files_only", "token")
@@ -83,10 +83,7 @@ class PreTrainedModel:
         **unknown: Any,
     ) -> ModelOutput | tuple:
         """transformers' forward: ModelOutput with this class's fields (return_dict=False: their tuple)."""
-        if unknown:
-            name = next(iter(unknown))
-            why = " (the engine runs inference only: no loss)" if name == "labels" else ""
-            raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {name!r}{why}")
+        refuse_unknown(type(self).__name__, unknown)
         full = self.model(pixel_values, output_hidden_states=output_hidden_states, output_attentions=output_attentions)
         out = ModelOutput(**{k: getattr(full, k) for k in FIELDS[self.kind]})
         return out if return_dict is None or return_dict else out.to_tuple()

@@ -95,10 +95,7 @@ class Model:
         probabilities of each of the P pixel offsets of a patch over the N patches; MobileViTV2 (B, P, N), the
         separable attention's context scores. return_dict=False gives out.to_tuple(), as transformers does.
         Any other keyword is an error: nothing is ignored silently."""
-        if unknown:
-            name = next(iter(unknown))
-            why = " (the engine runs inference only: no loss)" if name == "labels" else ""
-            raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {name!r}{why}")
+        refuse_unknown(type(self).__name__, unknown)
         if pixel_values is None:
             raise InputError("pixel_values: missing (pass the processor's output: model(**inputs))")
         x = _channels_last(pixel_values, self.config.num_channels)
@@ -136,6 +133,14 @@ class Model:
     def segment(self, images):
         """Label map and per-label masks per image, like transformers' image-segmentation pipeline."""
         return pipelines.segment(self, images)
+
+
+def refuse_unknown(caller: str, unknown: dict) -> None:
+    """A keyword a model call does not know is an error that names it: nothing is ignored silently."""
+    if unknown:
+        name = next(iter(unknown))
+        why = " (the engine runs inference only: no loss)" if name == "labels" else ""
+        raise TypeError(f"{caller}() got an unexpected keyword argument {name!r}{why}")
 
 
 def load(path: str | os.PathLike, reference: bool = False) -> Model:
