@@ -371,7 +371,3 @@ def save_maps(outdir: Path, path: Path, label_map: np.ndarray) -> None:
     photo = np.asarray(load_image(str(path)), np.float32)
     overlay = np.where(label_map[..., None] > 0, 0.4 * photo + 0.6 * colors[label_map], photo)
     Image.fromarray(overlay.round().astype(np.uint8)).save(outdir / f"{path.stem}.overlay.png")
-
-
-def summary(total: int, failed: int) -> str:
-    return f"{total - failed} of {total} images done" + (f", {failed} failed" if failed else "")
