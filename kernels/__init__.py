@@ -3,6 +3,9 @@
 Every kernel takes and returns channels-last float32 arrays ((B, H, W, C) maps, (M, C) rows, (T, N, C) tokens).
 `FAST` and `REFERENCE` hold the two implementations of every op under the same names, so an executor can run a whole
 model on either (the reference set is for reading, teaching and bisecting; the tests hold the two to each other).
+
+One op is not a model's: preprocess.py is the image processor's pixel work (Pillow's resize, crop, rescale, flip),
+uint8 (H, W, 3) in, float32 (3, h, w) out, held bit for bit to Pillow and to its own reference.
 """
 
 from types import SimpleNamespace

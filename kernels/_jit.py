@@ -126,6 +126,12 @@ def parallel_kernel(fn):
     return _jit(fn, FASTMATH, parallel=True)
 
 
+def exact_kernel(fn, inline=False):
+    """A serial jitted function without fastmath: IEEE arithmetic in the source's order, for code that must agree
+    bit for bit with another library (the image processor's Pillow arithmetic)."""
+    return _jit(fn, set(), **({"inline": "always"} if inline else {}))
+
+
 def inline(fn):
     """A small scalar helper that jitted kernels call in their inner loops; Numba inlines it into the caller, so the
     loop around it vectorises. (Typed again at every call site: keep these small, and row-level helpers `kernel`.)"""

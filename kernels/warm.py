@@ -18,18 +18,22 @@ import numpy as np
 
 from . import FAST
 from .activation import SILU
+from .preprocess import BILINEAR, preprocess
 
 
 def _calls():
-    """(op, thunk) in about the order a model first reaches them; the ops that need the shared product (and its
-    tiles, most of the compile) first, so that a helper going backwards starts with the rest."""
+    """(op, thunk) in about the order a run first reaches them (the image processor's op, then the model's); the
+    ops that need the shared product (and its tiles, most of the compile) early, so that a helper going backwards
+    starts with the rest."""
     rng = np.random.default_rng(0)
 
     def r(*shape):
         return rng.standard_normal(shape).astype(np.float32)
 
     x = r(1, 9, 9, 8)
+    image = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
     return [
+        ("preprocess", lambda: preprocess(image, (9, 7), BILINEAR, (8, 8), 1 / 255, True)),  # the processor's
         ("conv2d", lambda: FAST.conv2d(x, r(3, 3, 8, 16), r(16), 2, 1, 1, SILU)),
         (
             "inverted_residual",

@@ -51,8 +51,11 @@ from tinyvit_engine.kernels import warm
 warm.compile_kernels()
 compiled = event.RecordingListener()
 event.register("numba:compile", compiled)
+image = np.random.default_rng(0).integers(0, 256, (90, 70, 3), dtype=np.uint8)
 for path in sys.argv[1:]:
-    tve.load(path)(np.random.default_rng(0).random((2, 3, 72, 88), dtype=np.float32))
+    model = tve.load(path)
+    model.processor(image)  # the fast path of the processor: kernels/preprocess.py
+    model(np.random.default_rng(0).random((2, 3, 72, 88), dtype=np.float32))
 print(json.dumps(sorted({e.data["dispatcher"].py_func.__qualname__ for _, e in compiled.buffer})))
 """
 

@@ -2,6 +2,7 @@
 seen, returns arrays the caller owns, and keeps the plan's memory near the live set, not the whole graph."""
 
 import math
+import os
 import threading
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def test_outputs_are_the_callers(model):
 def test_plan_memory_is_near_the_live_set(model):
     x = pixels(4, 2, 3, 96, 96)
     model(x)
-    plan = next(p for key, p in model.executor.plans.items() if key[0][0] == 2 and key[0][1] == 96)
+    plan = next(p[0] for key, p in model.executor.plans.items() if key[0][0] == 2 and key[0][1] == 96)
     pooled = sum(b.nbytes for b in plan.pool.roots.values())
     everything = sum(math.prod(s) * 4 for s in costs.tensor_shapes(model, x).values())
     assert pooled < everything / 3
@@ -76,3 +77,6 @@ def test_threads_share_a_model(model):
         t.join()
     for r, e in zip(results, expected, strict=True):
         np.testing.assert_array_equal(r, e)
+    # each thread ran on a plan of its own (recorded when none was idle), and at most one per core is kept
+    for idle in model.executor.plans.values():
+        assert 1 <= len(idle) <= (os.cpu_count() or 1)

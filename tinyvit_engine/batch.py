@@ -5,7 +5,8 @@
 - Results go to a JSON Lines file as images finish, each record written whole in one append and flushed, so a killed
   job leaves every finished image recorded. `resume` skips the images the file already holds (by resolved path) and
   drops a torn last line first, so each image ends up recorded exactly once.
-- Decoding and preprocessing (Pillow releases the GIL) run on a thread pool ahead of the model, which gets batches.
+- Decoding and preprocessing (Pillow and the kernels release the GIL) run on a thread pool ahead of the model,
+  which gets batches; on two threads or more, two batches at once, each on half the threads (`streams`).
 - `workers` > 1 (classify) splits the files over that many processes, each with its share of the cores; the parent
   alone writes the output.
 """
@@ -17,12 +18,14 @@ import multiprocessing
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty
 
+import numba
 import numpy as np
 
 from .errors import TinyVitError
@@ -195,26 +198,56 @@ def batches(model, files: list[Path], threads: int) -> Iterator[list[Decoded]]:
             yield pending
 
 
+def streams(threads: int, files: int) -> tuple[int, int]:
+    """(model calls at once, Numba threads each) for a job of `files` images on `threads` threads: two calls of half
+    the threads each, when there are two threads and more than a batch. Two single-threaded calls on two cores
+    keep both busy without waiting for each other, where one call on two threads meets the other at every parallel
+    loop's end, and waits there whenever a decoding thread holds a core."""
+    if threads >= 2 and files > BATCH:
+        return 2, threads // 2
+    return 1, threads
+
+
 def results(model, task: str, files: list[Path], top_k: int, threads: int) -> Iterator[dict]:
-    """One record per file: {"image", "labels": [{"label", "score"}]} (classify), {"image", "shares",
-    "label_map"} (segment; label_map is dropped before writing), or {"image", "error"}."""
+    """One record per file, in order: {"image", "labels": [{"label", "score"}]} (classify), {"image", "shares",
+    "label_map"} (segment; label_map is dropped before writing), or {"image", "error"}. `threads`: the job's
+    threads, for decoding and for the model."""
+    calls, each = streams(threads, len(files))
+    if calls == 1:
+        for batch in batches(model, files, max(2, threads)):
+            yield from _batch_records(model, task, top_k, batch, None if batch[0].error else _logits(model, batch))
+        return
+    in_flight: deque = deque()
+    with ThreadPoolExecutor(calls, initializer=numba.set_num_threads, initargs=(each,)) as pool:
+        for batch in batches(model, files, max(2, threads)):
+            in_flight.append((batch, None if batch[0].error else pool.submit(_logits, model, batch)))
+            while len(in_flight) > calls:  # one batch waiting behind each running call
+                batch, future = in_flight.popleft()
+                yield from _batch_records(model, task, top_k, batch, future and future.result())
+        for batch, future in in_flight:
+            yield from _batch_records(model, task, top_k, batch, future and future.result())
+
+
+def _logits(model, batch: list[Decoded]) -> np.ndarray:
+    return model(np.stack([d.pixels for d in batch])).logits
+
+
+def _batch_records(model, task: str, top_k: int, batch: list[Decoded], logits) -> Iterator[dict]:
     from .pipelines import top_labels
     from .postprocess import post_process_semantic_segmentation
 
-    for batch in batches(model, files, threads):
-        if batch[0].error is not None:
-            yield {"image": str(batch[0].path), "error": batch[0].error}
-            continue
-        logits = model(np.stack([d.pixels for d in batch])).logits
-        if task == "classify":
-            for d, labels in zip(batch, top_labels(model, logits, top_k), strict=True):
-                yield {"image": str(d.path), "labels": labels}
-            continue
-        maps = post_process_semantic_segmentation(logits, [d.size for d in batch])
-        for d, label_map in zip(batch, maps, strict=True):
-            counts = np.bincount(label_map.ravel(), minlength=model.config.num_labels)
-            shares = {model.config.id2label[k]: round(float(c) / label_map.size, 6) for k, c in enumerate(counts) if c}
-            yield {"image": str(d.path), "shares": shares, "label_map": label_map}
+    if batch[0].error is not None:
+        yield {"image": str(batch[0].path), "error": batch[0].error}
+        return
+    if task == "classify":
+        for d, labels in zip(batch, top_labels(model, logits, top_k), strict=True):
+            yield {"image": str(d.path), "labels": labels}
+        return
+    maps = post_process_semantic_segmentation(logits, [d.size for d in batch])
+    for d, label_map in zip(batch, maps, strict=True):
+        counts = np.bincount(label_map.ravel(), minlength=model.config.num_labels)
+        shares = {model.config.id2label[k]: round(float(c) / label_map.size, 6) for k, c in enumerate(counts) if c}
+        yield {"image": str(d.path), "shares": shares, "label_map": label_map}
 
 
 def _worker(model_path: str, task: str, files: list[str], top_k: int, threads: int, queue, index: int) -> None:
@@ -271,7 +304,7 @@ def _records(model, model_path, task, files, top_k, workers) -> Iterator[dict]:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     workers = max(1, min(workers, len(files) or 1))
     if workers == 1:
-        yield from results(model, task, files, top_k, threads=max(2, cores))
+        yield from results(model, task, files, top_k, threads=numba.get_num_threads())
         return
     context = multiprocessing.get_context("spawn")
     queue = context.Queue(maxsize=64)

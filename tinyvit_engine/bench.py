@@ -5,6 +5,7 @@ running one ONNX export of the same transformers model), on the same checkpoint,
     python -m tinyvit_engine.bench --quick               # one model, few iterations (what CI runs)
     python -m tinyvit_engine.bench --markdown bench.md   # also write the table as markdown
     python -m tinyvit_engine.bench --profile mobilevit-xx-small   # per-node time of the engine, as a roofline
+    python -m tinyvit_engine.bench --job photos/ --repeat 40      # batch-job throughput vs the model alone
 
 How it measures. Each contender runs in its own worker process (so one library's spinning thread pool cannot steal
 the cores another is timed on), with its thread count set alike: NUMBA_NUM_THREADS / OMP_NUM_THREADS /
@@ -341,6 +342,22 @@ def profile(name: str, workdir: Path, batch: int, runs: int = 20) -> None:
         print(costs.row(node, t, node_costs[node], peak, total, width))
 
 
+def job(paths: list[str], repeat: int, threads: list[int], rounds: int, workdir: Path) -> None:
+    from . import jobbench
+    from .batch import expand
+
+    files = [str(f) for f in expand(paths)] * repeat
+    engine_file = prepare("mobilevit-xx-small", 8, workdir)["engine"]
+    print(machine(), flush=True)
+    print(f"mobilevit-xx-small, {len(files)} images, median of {rounds} interleaved rounds", flush=True)
+    rows = []
+    for t in threads:
+        rows.append(jobbench.measure(engine_file, files, t, rounds))
+        print(jobbench.table(rows[-1:]).splitlines()[-1], flush=True)
+    print()
+    print(jobbench.table(rows))
+
+
 # ------------------------------------------------------------------------------------------------------ report
 def machine() -> str:
     cpu = platform.processor()
@@ -386,6 +403,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--markdown", help="also write the results table to this file")
     p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "tinyvit-bench"))
     p.add_argument("--profile", metavar="MODEL", choices=list(MODELS), help="per-node roofline of one model")
+    p.add_argument(
+        "--job", nargs="+", metavar="PATH", help="batch-job throughput on these photos (tinyvit_engine/jobbench.py)"
+    )
+    p.add_argument("--repeat", type=int, default=1, help="with --job: take the photos this many times")
     p.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -394,6 +415,8 @@ def main(argv: list[str] | None = None) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     if args.profile:
         return profile(args.profile, workdir, args.batch[0])
+    if args.job:
+        return job(args.job, args.repeat, args.threads, args.rounds, workdir)
     if args.quick:
         args.models, args.batch, args.threads = ["mobilevit-xx-small"], [1], [2]
         args.rounds, args.per_round, args.warmup = 2, 3, 2

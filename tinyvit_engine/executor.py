@@ -6,13 +6,15 @@ the outputs live in, each handed back to a pool as soon as the last node reading
 it (peak memory is the live set, not the whole graph). Later runs of that shape copy the input into the plan's input
 buffer and replay the calls: no Python work per node but the call itself, and no allocation. The reference kernels
 (plain NumPy) always take the first path. `timings`, when given a dict, collects seconds per node (--profile).
+
+A plan's buffers serve one run at a time. Threads that call one model at once each take an idle plan or record
+their own, and give it back afterwards (up to one kept per core), so they run side by side, not in turn.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -21,6 +23,7 @@ from collections import OrderedDict
 import numpy as np
 
 from . import kernels
+from .coldstart import start_compiling, stop_compiling
 from .fusion import fuse
 from .graph import Graph
 from .kernels._launch import Recorder, recording
@@ -46,49 +49,6 @@ def keep_freed_memory() -> None:
     m_trim_threshold, m_mmap_threshold = -1, -3
     mallopt(m_mmap_threshold, 1 << 30)
     mallopt(m_trim_threshold, 1 << 30)
-
-
-_cold_start_checked = False
-
-
-def start_compiling() -> subprocess.Popen | None:
-    """When Numba's cache does not hold the kernels (a first run on this CPU, or after an upgrade): say so on stderr,
-    once per process (otherwise that first run looks like a hang), and start compiling them in a second process on
-    another core (kernels/warm.py), which this run then loads from the cache. Returns that process, to be stopped
-    when the run is done, or None."""
-    global _cold_start_checked
-    if _cold_start_checked:
-        return None
-    _cold_start_checked = True
-    try:
-        from .kernels.linear import _linear
-
-        cold = not _linear._cache._cache_file._load_index()  # Numba internals: guess, never fail
-    except Exception:
-        return None
-    if not cold:
-        return None
-    print(
-        "tinyvit-engine: compiling the kernels for this CPU, once (under a minute; later runs load them from "
-        "Numba's cache)",
-        file=sys.stderr,
-        flush=True,
-    )
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if cores < 2:
-        return None
-    command = [sys.executable, "-m", "tinyvit_engine.kernels.warm", "--reverse"]
-    try:
-        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    except OSError:
-        return None
-
-
-def stop(helper: subprocess.Popen | None) -> None:
-    """Stop the compiling helper (Numba writes each cache file whole, so stopping it midway loses only work)."""
-    if helper is not None:
-        helper.terminate()
-        helper.wait()
 
 
 class Pool:
@@ -139,8 +99,10 @@ class Executor:
         self.kernels = kernels.REFERENCE if reference else kernels.FAST
         # index of the last node reading each tensor
         self.last_use = {name: i for i, node in enumerate(self.graph.nodes) for name in node.inputs}
-        self.plans: OrderedDict[tuple, Plan] = OrderedDict()
-        self.lock = threading.Lock()  # a plan's buffers serve one run at a time
+        # idle plans per (shape, outputs): a run takes one (or records one), and gives it back when done, so
+        # threads calling one model at once each run on their own buffers
+        self.plans: OrderedDict[tuple, list[Plan]] = OrderedDict()
+        self.lock = threading.Lock()  # guards self.plans
 
     def run(self, x: np.ndarray, keep: set[str], timings: dict[str, float] | None = None) -> dict[str, np.ndarray]:
         """Run the graph on the input map `x`; return (copies of) the tensors named in `keep`."""
@@ -148,32 +110,38 @@ class Executor:
             return self._run(x, keep, timings)
         key = (x.shape, frozenset(keep))
         with self.lock:
-            plan = self.plans.get(key)
-            if plan is None:
-                plan = self.plans[key] = self._record(x, keep, timings)
-                if len(self.plans) > PLANS:
-                    self.plans.popitem(last=False)
-            else:
-                self.plans.move_to_end(key)
-                np.copyto(plan.input, x)
-                for name, calls in plan.steps:
-                    start = time.perf_counter()
-                    for kernel, args in calls:
-                        kernel(*args)
-                    if timings is not None:
-                        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
-            return {name: plan.env[name].copy() for name in keep}
+            idle = self.plans.get(key)
+            plan = idle.pop() if idle else None
+        if plan is None:
+            plan = self._record(x, keep, timings)
+        else:
+            np.copyto(plan.input, x)
+            for name, calls in plan.steps:
+                start = time.perf_counter()
+                for kernel, args in calls:
+                    kernel(*args)
+                if timings is not None:
+                    timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+        out = {name: plan.env[name].copy() for name in keep}
+        with self.lock:
+            idle = self.plans.setdefault(key, [])
+            if len(idle) < (os.cpu_count() or 1):  # more threads than cores at once: their extra plans are dropped
+                idle.append(plan)
+            self.plans.move_to_end(key)
+            while len(self.plans) > PLANS:
+                self.plans.popitem(last=False)
+        return out
 
     def _record(self, x: np.ndarray, keep: set[str], timings: dict[str, float] | None) -> Plan:
         """One run through the ops, recording its kernel calls and planning its buffers."""
-        helper = start_compiling()
+        start_compiling()
         try:
             plan = Plan(x)
             np.copyto(plan.input, x)
             with recording(Recorder(plan.pool.alloc)) as recorder:
                 plan.env = self._run(plan.input, keep, timings, plan, recorder)
         finally:
-            stop(helper)
+            stop_compiling()
         return plan
 
     def _run(self, x, keep, timings=None, plan=None, recorder=None) -> dict[str, np.ndarray]:

@@ -9,6 +9,7 @@ does for the pipelines (EXIF orientation, then `convert("RGB")`), with clear err
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any
@@ -16,7 +17,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .coldstart import start_compiling
 from .errors import InputError, UnsupportedConfigError
+from .kernels import preprocess
 from .postprocess import post_process_semantic_segmentation
 
 _RESAMPLE = {int(r): r.name for r in Image.Resampling}  # 0 NEAREST .. 5 HAMMING
@@ -223,6 +226,7 @@ class MobileViTImageProcessor:
 
     def _one(self, image: Image.Image) -> np.ndarray:
         """One RGB image -> (3, H, W), in transformers' order: resize, rescale, center crop, flip."""
+        height, width = image.height, image.width
         if self.do_resize:
             height, width = self._output_size(image.height, image.width)
             # a thin strip resized to the short side would be huge (1 x 2000 -> 288 x 576000): refuse it as a bomb
@@ -231,6 +235,21 @@ class MobileViTImageProcessor:
                     f"a {image.width}x{image.height} image would be resized to {width}x{height}, more "
                     f"than Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS); crop it first"
                 )
+        fast = self.do_rescale and (not self.do_resize or self.resample in preprocess.SUPPORT)
+        if fast:
+            start_compiling()  # a first run on this CPU: the model's kernels compile on a second core meanwhile
+        order = pass_order() if fast else None
+        if order is not None:  # the same values, in one pass over the pixels the crop keeps (kernels/preprocess.py)
+            return preprocess.preprocess(
+                np.asarray(image),
+                (height, width),
+                self.resample,
+                self.crop_size if self.do_center_crop else (height, width),
+                self.rescale_factor,
+                self.do_flip_channel_order,
+                order(image.height, image.width, height, width),
+            )
+        if self.do_resize:
             image = image.resize((width, height), resample=self.resample)
         x = np.asarray(image).transpose(2, 0, 1)  # (3, H, W) uint8
         if self.do_rescale:
@@ -260,6 +279,37 @@ class BatchFeature(dict):
 
 
 MobileViTFeatureExtractor = MobileViTImageProcessor  # transformers' old name
+
+# Pillow resizes in two passes, each rounded to uint8, so their order shows in the result. Pillow 13 runs the vertical
+# pass first when the height shrinks by more than twice as many pixels as the width; Pillow 12 and before always ran
+# the horizontal pass first.
+PASS_ORDERS = {
+    "Pillow >= 13": lambda height, width, new_height, new_width: (
+        height - new_height > 0 and height - new_height > (width - new_width) * 2
+    ),
+    "Pillow <= 12": lambda height, width, new_height, new_width: False,
+}
+
+
+@functools.cache
+def pass_order():
+    """The order of passes of the Pillow installed here, as a function (old size, new size) -> vertical first,
+    found by resizing a few small images both ways and comparing with Pillow; None if neither order matches (a
+    future Pillow): then the processor leaves the resizing to Pillow."""
+    rng = np.random.default_rng(0)
+    cases = [(30, 40, 20, 60), (30, 40, 60, 20), (40, 30, 10, 29), (24, 20, 7, 18), (30, 40, 15, 20)]
+    images = [(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), nh, nw) for h, w, nh, nw in cases]
+    wanted = [np.asarray(Image.fromarray(a).resize((nw, nh), Image.Resampling.BICUBIC)) for a, nh, nw in images]
+    for order in PASS_ORDERS.values():
+        got = [
+            preprocess.preprocess(
+                a, (nh, nw), int(Image.Resampling.BICUBIC), (nh, nw), 1, False, order(*a.shape[:2], nh, nw)
+            )
+            for a, nh, nw in images
+        ]
+        if all(np.array_equal(g.transpose(1, 2, 0), w) for g, w in zip(got, wanted, strict=True)):
+            return order
+    return None
 
 
 def _center_crop(x: np.ndarray, crop_height: int, crop_width: int) -> np.ndarray:

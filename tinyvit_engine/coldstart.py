@@ -1,0 +1,66 @@
+"""The first run on a CPU: Numba compiles every kernel once (then loads them from its cache), so say so, and use a
+second core for it.
+
+`start_compiling` is called by whatever reaches a kernel first (the image processor, or a model's first run): when
+Numba's cache does not hold the kernels (a first run on this CPU, or after an upgrade) it says so on stderr, once per
+process (otherwise that first run looks like a hang), and starts kernels/warm.py in a second process, which compiles
+the kernels in reverse order while this process compiles them in the usual order; each loads from the cache what
+the other has finished. `stop_compiling` ends that helper when the first model run is done (Numba writes each cache
+file whole, so stopping it midway loses only work), and at exit at the latest.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import subprocess
+import sys
+import threading
+
+_checked = False
+_helper: subprocess.Popen | None = None
+_lock = threading.Lock()
+
+
+def start_compiling() -> None:
+    """Start the compiling helper if the cache is cold (checked once per process; never fails)."""
+    global _checked, _helper
+    with _lock:
+        if _checked:
+            return
+        _checked = True
+        try:
+            from .kernels.linear import _linear
+
+            cold = not _linear._cache._cache_file._load_index()  # Numba internals: guess, never fail
+        except Exception:
+            return
+        if not cold:
+            return
+        print(
+            "tinyvit-engine: compiling the kernels for this CPU, once (under a minute; later runs load them from "
+            "Numba's cache)",
+            file=sys.stderr,
+            flush=True,
+        )
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if cores < 2:
+            return
+        command = [sys.executable, "-m", "tinyvit_engine.kernels.warm", "--reverse"]
+        try:
+            _helper = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        except OSError:
+            return
+        atexit.register(stop_compiling)
+
+
+def stop_compiling() -> None:
+    """Stop the compiling helper, if one runs."""
+    global _helper
+    with _lock:
+        helper, _helper = _helper, None
+    if helper is not None:
+        helper.terminate()
+        helper.wait()
