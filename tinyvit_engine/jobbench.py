@@ -79,6 +79,7 @@ def _worker(engine_file: str, rounds: int, files: list[Path]) -> dict:
         "share": medians["job"] / alone,
         "job calls": streams(threads, len(files)),
         "images": len(files),
+        "rounds": timed,
     }
 
 

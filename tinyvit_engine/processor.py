@@ -52,7 +52,10 @@ def _to_rgb(image: Image.Image, name: str, exif: bool = True) -> Image.Image:
     """transformers' load_image: exif_transpose, then convert("RGB") (alpha dropped, palettes expanded)."""
     try:
         image.load()
-        return (ImageOps.exif_transpose(image) if exif else image).convert("RGB")
+        if not exif:
+            return image.convert("RGB")
+        image = ImageOps.exif_transpose(image)  # a new image (a copy when there is nothing to turn)
+        return image if image.mode == "RGB" else image.convert("RGB")  # no second copy
     except (OSError, SyntaxError, EOFError, ValueError) as e:
         raise InputError(f"{name}: cannot decode {image.mode} image: {e}") from e
 
