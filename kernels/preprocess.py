@@ -253,6 +253,16 @@ def preprocess(image, size, resample, crop, factor, flip, vertical_first=False):
     return out
 
 
+def compiled() -> bool:
+    """Whether the fast version runs without compiling first: compiled in this process, or in Numba's cache."""
+    if all(f.overloads for f in (_coefficients, _horizontal, _vertical, _store)):
+        return True
+    try:
+        return bool(_store._cache._cache_file._load_index())  # Numba internals: guess, never fail
+    except Exception:
+        return False
+
+
 def _axis(resample, n_in, n_out, first, count):
     k = np.zeros((count, _ksize(resample, n_in, n_out)), np.int32)
     lo, taps = np.empty(count, np.int64), np.empty(count, np.int64)

@@ -22,9 +22,8 @@ from .preprocess import BILINEAR, preprocess
 
 
 def _calls():
-    """(op, thunk) in about the order a run first reaches them (the image processor's op, then the model's); the
-    ops that need the shared product (and its tiles, most of the compile) early, so that a helper going backwards
-    starts with the rest."""
+    """(op, thunk) in about the order a model first reaches them; the ops that need the shared product (and its
+    tiles, most of the compile) first, so that a helper going backwards starts with the rest."""
     rng = np.random.default_rng(0)
 
     def r(*shape):
@@ -33,7 +32,6 @@ def _calls():
     x = r(1, 9, 9, 8)
     image = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
     return [
-        ("preprocess", lambda: preprocess(image, (9, 7), BILINEAR, (8, 8), 1 / 255, True)),  # the processor's
         ("conv2d", lambda: FAST.conv2d(x, r(3, 3, 8, 16), r(16), 2, 1, 1, SILU)),
         (
             "inverted_residual",
@@ -51,6 +49,9 @@ def _calls():
         ("activation", lambda: FAST.activation(x, SILU)),
         ("global_avg_pool", lambda: FAST.global_avg_pool(x)),
         ("resize_bilinear", lambda: FAST.resize_bilinear(x, 13, 11)),
+        # the image processor's: last, so that a helper going backwards compiles it first (the first run's
+        # processor takes Pillow's path until it is compiled)
+        ("preprocess", lambda: preprocess(image, (9, 7), BILINEAR, (8, 8), 1 / 255, True)),
     ]
 
 

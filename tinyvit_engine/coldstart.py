@@ -56,6 +56,11 @@ def start_compiling() -> None:
         atexit.register(stop_compiling)
 
 
+def compiling() -> bool:
+    """Whether the compiling helper runs (a first run on this CPU, until its first model run is done)."""
+    return _helper is not None and _helper.poll() is None
+
+
 def stop_compiling() -> None:
     """Stop the compiling helper, if one runs."""
     global _helper

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .coldstart import start_compiling
+from .coldstart import compiling, start_compiling
 from .errors import InputError, UnsupportedConfigError
 from .kernels import preprocess
 from .postprocess import post_process_semantic_segmentation
@@ -240,7 +240,10 @@ class MobileViTImageProcessor:
                 )
         fast = self.do_rescale and (not self.do_resize or self.resample in preprocess.SUPPORT)
         if fast:
-            start_compiling()  # a first run on this CPU: the model's kernels compile on a second core meanwhile
+            start_compiling()  # a first run on this CPU: the kernels compile on a second core meanwhile
+            # ... and that helper compiles this op first: until it has, Pillow's path (the same values) costs less
+            # than compiling it here too
+            fast = not compiling() or preprocess.compiled()
         order = pass_order() if fast else None
         if order is not None:  # the same values, in one pass over the pixels the crop keeps (kernels/preprocess.py)
             return preprocess.preprocess(
