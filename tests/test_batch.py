@@ -160,3 +160,25 @@ def test_memory_stays_flat_and_threads_agree():
         t.join()
     for g in got:
         np.testing.assert_array_equal(g, want)
+
+
+@pytest.mark.parametrize("threads", [2, 4])
+def test_streams_give_the_one_call_answers_in_order(folder, threads):
+    """More files than a batch on 2+ threads: two streams, each decoding its batch and running the model on it (on
+    half the threads); the records are those of one call at a time, in the files' order, bad files in place."""
+    from tinyvit_engine.batch import BATCH, expand, results, streams
+
+    files = expand([str(folder)]) * 3  # 21 files: batches straddle the bad ones
+    assert streams(threads, len(files))[0] == 2 and len(files) > 2 * BATCH
+    model = tve.load(DEMO)
+    one = list(results(model, "classify", files, 3, 1))
+    two = list(results(model, "classify", files, 3, threads))
+    assert [r["image"] for r in two] == [str(f) for f in files]
+    assert two == one
+    seg = tve.load(ROOT / "weights" / "deeplabv3-mobilevit-digits.safetensors")
+    maps_one = list(results(seg, "segment", files, 0, 1))
+    maps_two = list(results(seg, "segment", files, 0, threads))
+    for a, b in zip(maps_one, maps_two, strict=True):
+        assert a.get("shares") == b.get("shares") and a.get("error") == b.get("error")
+        if "label_map" in a:
+            np.testing.assert_array_equal(a["label_map"], b["label_map"])
