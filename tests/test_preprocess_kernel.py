@@ -79,3 +79,21 @@ def test_preprocess_refuses_bad_arguments():
         preprocess(image, (4, 4), 0, (4, 4), 1 / 255, True)  # nearest: not a convolution in Pillow
     with pytest.raises(KernelArgumentError, match="ch"):
         preprocess(image, (4, 4), BILINEAR, (0, 4), 1 / 255, True)
+
+
+def test_an_unknown_order_of_passes_falls_back_to_pillow(monkeypatch):
+    """A Pillow whose order of passes matches no rule we know (a future one): the processor notices at first use
+    and resizes with Pillow itself, with the same values as before."""
+    from tinyvit_engine import processor as proc
+
+    rng = np.random.default_rng(3)
+    photo = Image.fromarray(rng.integers(0, 256, (120, 90, 3), dtype=np.uint8))
+    p = proc.MobileViTImageProcessor(size=64, crop_size=(48, 48), resample=int(Image.Resampling.BILINEAR))
+    fast = p(photo)
+    pass_order.cache_clear()
+    monkeypatch.setattr(proc, "PASS_ORDERS", {"never": lambda *sizes: True})  # vertical first: wrong for 30x40->60x20
+    try:
+        assert pass_order() is None
+        np.testing.assert_array_equal(p(photo), fast)
+    finally:
+        pass_order.cache_clear()
