@@ -28,9 +28,16 @@ EXAMPLES = settings(max_examples=50, deadline=None, suppress_health_check=[Healt
 ACTS = st.sampled_from([NONE, SILU, RELU, GELU])
 
 
-def close(fast: np.ndarray, ref: np.ndarray) -> None:
+# SiLU's stated bound (kernels/activation.py: a rational tanh, absolute error below 4e-6 for |x| <= 30). Where every
+# output is tiny, RTOL x max|reference| asks for more than float32 gives it: at x = -11.66, 1 + tanh(x / 2) = 1.7e-5
+# keeps only the digits of tanh near -1 (2.5e-7 off, a draw of one element, found by CI on 2026-12-01).
+ACTIVATION_ATOL = 4e-6
+
+
+def close(fast: np.ndarray, ref: np.ndarray, atol: float = 0.0) -> None:
     assert fast.shape == ref.shape and fast.dtype == np.float32
-    np.testing.assert_allclose(fast, ref, rtol=RTOL, atol=RTOL * max(1e-3, float(np.abs(ref).max())))
+    atol = max(atol, RTOL * max(1e-3, float(np.abs(ref).max())))
+    np.testing.assert_allclose(fast, ref, rtol=RTOL, atol=atol)
 
 
 def rand(rng: np.random.Generator, *shape: int, scale: float = 1.0) -> np.ndarray:
@@ -165,7 +172,7 @@ CALLS = {
 @given(data=st.data())
 def test_kernel_matches_reference(op, data):
     args = data.draw(CALLS[op])
-    close(getattr(FAST, op)(*args), getattr(REFERENCE, op)(*args))
+    close(getattr(FAST, op)(*args), getattr(REFERENCE, op)(*args), ACTIVATION_ATOL if op == "activation" else 0.0)
 
 
 def test_every_kernel_is_drawn():
