@@ -250,7 +250,9 @@ def results(model, task: str, files: list[Path], top_k: int, threads: int) -> It
     in_flight: deque = deque()
     groups = (files[i : i + BATCH] for i in range(0, len(files), BATCH))
     with (
-        ThreadPoolExecutor(calls, initializer=numba.set_num_threads, initargs=(each,)) as pool,
+        ThreadPoolExecutor(
+            calls, initializer=numba.set_num_threads, initargs=(min(each, numba.config.NUMBA_NUM_THREADS),)
+        ) as pool,
         ThreadPoolExecutor(threads) as decoders,  # used when a stream has more than one thread
     ):
         for group in groups:
