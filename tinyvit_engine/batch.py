@@ -5,8 +5,9 @@
 - Results go to a JSON Lines file as images finish, each record written whole in one append and flushed, so a killed
   job leaves every finished image recorded. `resume` skips the images the file already holds (by resolved path) and
   drops a torn last line first, so each image ends up recorded exactly once.
-- Decoding and preprocessing (Pillow and the kernels release the GIL) run on a thread pool ahead of the model,
-  which gets batches; on two threads or more, two batches at once, each on half the threads (`streams`).
+- The model gets batches. On one thread, decoding and preprocessing (Pillow and the kernels release the GIL) run on
+  a thread pool ahead of it; on two or more, two streams on half the threads each decode a batch and then run the
+  model on it (`streams`, `results`).
 - `workers` > 1 (classify) splits the files over that many processes, each with its share of the cores; the parent
   alone writes the output.
 """
@@ -234,14 +235,14 @@ def results(model, task: str, files: list[Path], top_k: int, threads: int) -> It
     calls, each = streams(threads, len(files))
     if calls == 1:
         for batch in batches(model, files, max(2, threads)):
-            yield from _batch_records(model, task, top_k, batch, None if batch[0].error else _logits(model, batch))
+            yield from _batch_records(model, task, top_k, batch)
         return
 
     def stream(group: list[Path]) -> list[dict]:
         decoded = [decode(model.processor, f) for f in group] if each == 1 else list(decoders.map(_decode, group))
         records = []
         for batch in _runs(decoded):
-            records += _batch_records(model, task, top_k, batch, None if batch[0].error else _logits(model, batch))
+            records += _batch_records(model, task, top_k, batch)
         return records
 
     def _decode(path: Path) -> Decoded:
@@ -263,17 +264,15 @@ def results(model, task: str, files: list[Path], top_k: int, threads: int) -> It
             yield from in_flight.popleft().result()
 
 
-def _logits(model, batch: list[Decoded]) -> np.ndarray:
-    return model(np.stack([d.pixels for d in batch])).logits
-
-
-def _batch_records(model, task: str, top_k: int, batch: list[Decoded], logits) -> Iterator[dict]:
+def _batch_records(model, task: str, top_k: int, batch: list[Decoded]) -> Iterator[dict]:
+    """The records of one run of `_runs`: the model on its images (a failed file alone: its error)."""
     from .pipelines import top_labels
     from .postprocess import post_process_semantic_segmentation
 
     if batch[0].error is not None:
         yield {"image": str(batch[0].path), "error": batch[0].error}
         return
+    logits = model(np.stack([d.pixels for d in batch])).logits
     if task == "classify":
         for d, labels in zip(batch, top_labels(model, logits, top_k), strict=True):
             yield {"image": str(d.path), "labels": labels}

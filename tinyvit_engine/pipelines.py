@@ -45,7 +45,7 @@ def top_labels(model, logits: np.ndarray, top_k: int) -> list[list[dict]]:
     """Per row of logits, the top_k [{"label", "score"}] by score, as the image-classification pipeline gives."""
     results = []
     for row in _scores(model, logits):
-        # highest first, ties in label order (a stable sort of the negated scores): 0.35 -> 0.02 ms per image
+        # highest first, ties in label order (a stable sort of the negated scores): 0.35 -> 0.07 ms per image
         order = np.argsort(-row, kind="stable")[: max(0, min(top_k, len(row)))]
         results.append([{"label": model.config.id2label[int(i)], "score": float(row[i])} for i in order])
     return results

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from .batch import decode, save_maps
+from .batch import Decoded, _batch_records, _runs, decode, save_maps
 from .model import load
 
 BATCH = 8
@@ -68,32 +68,31 @@ class _Infer:
     def __call__(self, batch: dict) -> dict:
         import numba
 
-        from .pipelines import top_labels
-        from .postprocess import post_process_semantic_segmentation
-
         # per call: Numba's thread count is per thread, and Ray need not call an actor in the thread that made it
         numba.set_num_threads(self.threads)
-
-        n = len(batch["image"])
-        answers = [""] * n
-        good = [i for i in range(n) if not batch["error"][i]]
-        groups: dict[tuple, list[int]] = {}
-        for i in good:
-            groups.setdefault(tuple(json.loads(batch["shape"][i])), []).append(i)
-        for shape, rows in groups.items():
-            x = np.stack([np.frombuffer(batch["pixels"][i], np.float32).reshape(shape) for i in rows])
-            logits = self.model(x).logits
-            if self.task == "classify":
-                for i, labels in zip(rows, top_labels(self.model, logits, self.top_k), strict=True):
-                    answers[i] = json.dumps(labels)
-                continue
-            sizes = [tuple(json.loads(batch["size"][i])) for i in rows]
-            for i, label_map in zip(rows, post_process_semantic_segmentation(logits, sizes), strict=True):
-                if self.outdir is not None:
-                    save_maps(Path(self.outdir), Path(str(batch["image"][i])), label_map)
-                counts = np.bincount(label_map.ravel(), minlength=self.model.config.num_labels)
-                shares = {self.model.config.id2label[k]: c / label_map.size for k, c in enumerate(counts) if c}
-                answers[i] = json.dumps(shares)
+        decoded = [
+            Decoded(Path(str(path)), error=str(error))
+            if error
+            else Decoded(
+                Path(str(path)),
+                np.frombuffer(pixels, np.float32).reshape(json.loads(shape)),
+                tuple(json.loads(size)),
+            )
+            for path, pixels, shape, size, error in zip(
+                batch["image"], batch["pixels"], batch["shape"], batch["size"], batch["error"], strict=True
+            )
+        ]
+        answers = []  # the same records as one process makes, in the same order
+        for run in _runs(decoded):
+            for record in _batch_records(self.model, self.task, self.top_k, run):
+                if "error" in record:
+                    answers.append("")
+                elif self.task == "classify":
+                    answers.append(json.dumps(record["labels"]))
+                else:
+                    if self.outdir is not None:
+                        save_maps(Path(self.outdir), Path(record["image"]), record["label_map"])
+                    answers.append(json.dumps(record["shares"]))
         key = "labels" if self.task == "classify" else "shares"
         return {"image": batch["image"], key: answers, "error": batch["error"]}
 
