@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 from ._checks import KernelArgumentError
 from ._gemm import pack
+from ._launch import Recorder, launch, output, recording
 from .activation import GELU, NONE, RELU, SILU, activation, activation_reference
 from .activation import code as activation_code
 from .attention import attention, attention_reference
@@ -46,4 +47,20 @@ OPS = (
 FAST = SimpleNamespace(**{op: globals()[op] for op in OPS})
 REFERENCE = SimpleNamespace(**{op: globals()[op + "_reference"] for op in OPS})
 
-__all__ = ["FAST", "REFERENCE", "OPS", "KernelArgumentError", "pack", "activation_code", "NONE", "SILU", "RELU", "GELU"]
+# launch / output / Recorder / recording: how ops start kernels and how an executor records a run (see _launch.py)
+__all__ = [
+    "FAST",
+    "REFERENCE",
+    "OPS",
+    "KernelArgumentError",
+    "pack",
+    "activation_code",
+    "NONE",
+    "SILU",
+    "RELU",
+    "GELU",
+    "Recorder",
+    "launch",
+    "output",
+    "recording",
+]

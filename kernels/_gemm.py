@@ -12,6 +12,8 @@ The tile shape is chosen per machine from the number of vector registers. AVX2 h
 sums, 4 for weights and 1 for the broadcast (measured on Zen 3, GFLOP/s at 1 thread for M x K x N = 1024x144x288:
 3x32 76, 5x16 72, 8x8 73, 4x16 70, 6x16 55, 4x24 45). AVX-512 has 32 (used at 256-bit width, as LLVM prefers on
 Intel): 6 x 32 keeps 24.
+
+To change a tile (its shape, or which one a machine runs): _tilegen.py's header, step by step.
 """
 
 import llvmlite.binding as llvm

@@ -24,9 +24,20 @@ site.
 The cache of every kernel is tied to the content of every file of the library (`_library_stamp`): Numba checks only
 a kernel's own file, so an edit to a tile or to the product would otherwise leave callers running stale code, or
 calling a product symbol that no longer exists.
+
+Every touch of Numba's internals (the cache index's stamp, the compile hook, the linking module, the SLP switch, a
+cache probe) is in this file, and only in MODE "tuned": Numba within TESTED, its internals where they were. Three
+other modes need none of them:
+- "python" under NUMBA_DISABLE_JIT=1: every kernel is its own Python function (prange is range), so pdb steps
+  through it and coverage sees it. Slow (minutes for a small model), equal to the jitted kernels within parity.
+- "plain" for any other Numba (or TINYVIT_NUMBA_INTERNALS=0): plain `numba.njit` with the same flags. Correct;
+  slower to compile (every caller links its own product) and to run (no SLP vectorizer in the tiles). It says so
+  once, as a RuntimeWarning.
 """
 
 import hashlib
+import os
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,6 +48,44 @@ from numba.core.compiler_lock import global_compiler_lock
 
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 TILE_FASTMATH = {"contract", "nsz", "arcp"}
+TESTED = ((0, 59), (0, 68))  # the Numba releases (major, minor) whose internals this file was written against
+
+
+def _internals_present() -> bool:
+    """Whether the internals "tuned" mode uses are where this file expects them."""
+    from numba.core import caching, codegen, dispatcher
+
+    return (
+        hasattr(config, "SLP_VECTORIZE")
+        and all(hasattr(dispatcher.Dispatcher, a) for a in ("compile", "disable_compile"))
+        and hasattr(caching.IndexDataCacheFile, "_load_index")
+        and hasattr(codegen.CPUCodeLibrary, "_get_module_for_linking")
+    )
+
+
+def _mode() -> str:
+    if config.DISABLE_JIT:
+        return "python"
+    version = tuple(int(part) for part in numba.__version__.split(".")[:2] if part.isdigit())
+    why = None
+    if os.environ.get("TINYVIT_NUMBA_INTERNALS") == "0":
+        why = "TINYVIT_NUMBA_INTERNALS=0"
+    elif not TESTED[0] <= version <= TESTED[1]:
+        why = f"Numba {numba.__version__} is outside the releases this engine was tuned for (0.59 to 0.68)"
+    elif not _internals_present():
+        why = f"Numba {numba.__version__} has moved internals this engine's tuning uses"
+    if why is None:
+        return "tuned"
+    warnings.warn(
+        f"tinyvit-engine: {why}; the kernels compile as plain numba.njit functions (correct, but slower to compile "
+        "and to run)",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    return "plain"
+
+
+MODE = _mode()
 
 
 def _library_stamp() -> str:
@@ -50,7 +99,11 @@ STAMP = _library_stamp()
 
 
 def _jit(fn, fastmath, slp=False, calls_products=False, by_symbol=False, **options):
+    if MODE == "python":
+        return fn
     dispatcher = numba.njit(cache=True, fastmath=fastmath, error_model="numpy", nogil=True, **options)(fn)
+    if MODE == "plain":
+        return dispatcher
     dispatcher._cache._cache_file._source_stamp = STAMP  # Numba internals: the cache index's validity check
     compile_plain = dispatcher.compile
 
@@ -165,6 +218,19 @@ def product(signature):
         return dispatcher
 
     return register
+
+
+def cache_is_warm(dispatcher) -> bool:
+    """Whether `dispatcher` runs without compiling first: compiled in this process, or found in Numba's cache (a
+    guess that never fails). True where it cannot tell without internals ("plain") or nothing compiles ("python")."""
+    if MODE != "tuned":
+        return True
+    try:
+        if dispatcher.overloads:
+            return True
+        return bool(dispatcher._cache._cache_file._load_index())  # Numba internals: the cache's index of entries
+    except Exception:
+        return True
 
 
 def _load_products() -> None:

@@ -11,6 +11,21 @@ The tiles read and write flat (1-D) arrays at unsigned offsets (uint64; `u(...)`
   row are consecutive addresses, so they are not packed into one vector load or store.
 The generated functions are plain Numba code in a real file, so Numba's cache keeps their machine code across
 processes (a function exec'd from a string cannot be cached).
+
+How to change a tile, step by step:
+1. Print what is generated now: `python -m tinyvit_engine.kernels._tilegen | less` (one function per tile:
+   product_{rows}x{columns}, depthwise_3x3_{lanes}).
+2. Change the shape or the code here: PRODUCT_TILES (which (rows, columns) exist), product_tile / depthwise_tile
+   (what a tile computes, line by line). Which tile a machine runs is chosen in _gemm.py (ROWS, from the vector
+   registers the CPU has: 16 on AVX2, 32 on AVX-512) and depthwise_conv2d.py; a tile's sums must fit in them.
+3. Regenerate: `python -m tinyvit_engine.kernels._tilegen --write` (rewrites _tiles.py; the cache stamp in
+   _jit.py makes every kernel recompile on its next call).
+4. Check: `python -m pytest -q tests/test_kernels.py` (every kernel against its NumPy reference on odd shapes, and
+   that _tiles.py is what this file generates), then the models: `python -m pytest -q -m "not slow"`.
+5. Measure: `python -m tinyvit_engine.bench --profile mobilevit-xx-small` (GFLOP/s per op against this machine's
+   peak) and `python -m tinyvit_engine.bench --models mobilevit-xx-small --threads 1 2`. To see whether the sums
+   stayed in registers, look at the machine code: `dispatcher.inspect_asm()` of a kernel (spills show as loads and
+   stores to the stack, `(%rsp)`, inside the k loop).
 """
 
 import sys

@@ -7,6 +7,8 @@ pixels whose taps are all inside the map go through a generated tile (_tiles.py)
 9 x LANES weights held in registers for the whole row, each pixel's 9 taps summed in registers and stored once.
 The border pixels, channels past the last full block and other filter sizes take a plain loop over the taps that
 land inside the map. The activation runs on the finished row while it is in L1.
+
+The 3x3 tile (depthwise_3x3_8) is generated: to change it, _tilegen.py's header, step by step.
 """
 
 import numpy as np

@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 from ._checks import KernelArgumentError, positive
-from ._jit import exact_kernel
+from ._jit import cache_is_warm, exact_kernel
 
 NEAREST, LANCZOS, BILINEAR, BICUBIC, BOX, HAMMING = 0, 1, 2, 3, 4, 5  # PIL.Image.Resampling
 SUPPORT = {BOX: 0.5, BILINEAR: 1.0, HAMMING: 1.0, BICUBIC: 2.0, LANCZOS: 3.0}
@@ -255,12 +255,7 @@ def preprocess(image, size, resample, crop, factor, flip, vertical_first=False):
 
 def compiled() -> bool:
     """Whether the fast version runs without compiling first: compiled in this process, or in Numba's cache."""
-    if all(f.overloads for f in (_coefficients, _horizontal, _vertical, _store)):
-        return True
-    try:
-        return bool(_store._cache._cache_file._load_index())  # Numba internals: guess, never fail
-    except Exception:
-        return False
+    return all(cache_is_warm(f) for f in (_coefficients, _horizontal, _vertical, _store))
 
 
 def _axis(resample, n_in, n_out, first, count):

@@ -1,4 +1,4 @@
-"""Parity-test helpers: the reference models (tinyvit_engine.reference) and the comparison of engine and transformers
+"""Parity-test helpers: the reference models (bench/reference.py) and the comparison of engine and transformers
 outputs."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tinyvit_engine.reference import (  # noqa: F401  (re-exported for the tests)
+from tinyvit_engine.bench.reference import (  # noqa: F401  (re-exported for the tests)
     PREPROCESSOR,
     V1_CONFIGS,
     realistic_init,

@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # (the quick lane, -m "not slow", leaves these out)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

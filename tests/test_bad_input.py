@@ -26,9 +26,8 @@ from safetensors.numpy import load_file, save, save_file
 from tinyvit_engine.kernels import KernelArgumentError
 
 import tinyvit_engine as tve
-from tinyvit_engine import weights_file
-from tinyvit_engine.convert import read_checkpoint
 from tinyvit_engine.errors import InputError, UnsupportedConfigError, WeightsFormatError
+from tinyvit_engine.formats import read_checkpoint, weights_file
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = ROOT / "weights" / "mobilevit-digits.safetensors"  # a real engine file: the 64x64 digits classifier

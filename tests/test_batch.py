@@ -51,6 +51,7 @@ def records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_bad_files_never_sink_the_job(folder, tmp_path):
     out = tmp_path / "results.jsonl"
     r = tinyvit("classify", folder, "--output", out, "--top-k", "2")
@@ -68,6 +69,7 @@ def test_bad_files_never_sink_the_job(folder, tmp_path):
         assert got[name]["labels"] == model.classify(str(path), top_k=2)
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_records_every_image_once(tmp_path):
     images = tmp_path / "many"
     images.mkdir()
@@ -166,7 +168,7 @@ def test_memory_stays_flat_and_threads_agree():
 def test_streams_give_the_one_call_answers_in_order(folder, threads):
     """More files than a batch on 2+ threads: two streams, each decoding its batch and running the model on it (on
     half the threads); the records are those of one call at a time, in the files' order, bad files in place."""
-    from tinyvit_engine.batch import BATCH, expand, results, streams
+    from tinyvit_engine.jobs import BATCH, expand, results, streams
 
     files = expand([str(folder)]) * 3  # 21 files: batches straddle the bad ones
     assert streams(threads, len(files))[0] == 2 and len(files) > 2 * BATCH

@@ -1,4 +1,4 @@
-"""The profile's cost model (tinyvit_engine.costs) on small hand-computed cases, and the benchmark's table and peer
+"""The profile's cost model (bench/costs.py) on small hand-computed cases, and the benchmark's table and peer
 checks; no torch needed."""
 
 import math
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tinyvit_engine as tve
-from tinyvit_engine import bench, costs
+from tinyvit_engine.bench import costs, peers
 from tinyvit_engine.graph import Attention, Conv, GroupNorm, LayerNorm, Linear, Node, Patches, Pool
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
@@ -129,15 +129,15 @@ def test_table_has_every_peer():
         "engine": timing,
         "openvino": {"median": 5.0, "p10": 4.0, "p90": 6.0},
     }
-    head, rule, row = bench.table([result]).splitlines()
+    head, rule, row = peers.table([result]).splitlines()
     assert head.endswith("| OpenVINO ms | engine/PyTorch | engine/ORT | engine/OpenVINO |")
     assert rule.count("|---") == head.count("|") - 1
     assert row.endswith("| - | - | 5.0 (4.0-6.0) | - | - | 2.00 |")
 
 
 def test_missing_openvino_fails_clearly(monkeypatch, tmp_path, capsys):
-    monkeypatch.setitem(bench.OPTIONAL, "openvino", "no_such_openvino_module")
+    monkeypatch.setitem(peers.OPTIONAL, "openvino", "no_such_openvino_module")
     with pytest.raises(SystemExit) as exit_:
-        bench.main(["--quick", "--workdir", str(tmp_path)])
+        peers.main(["--quick", "--workdir", str(tmp_path)])
     assert exit_.value.code == 2
     assert "--no-openvino" in capsys.readouterr().err

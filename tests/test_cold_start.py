@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hf import save_checkpoint, v2_model
+
+pytestmark = pytest.mark.slow  # (the quick lane, -m "not slow", leaves these out)
 
 ROOT = Path(__file__).resolve().parent.parent
 TINYVIT = str(Path(sys.executable).with_name("tinyvit"))

@@ -1,7 +1,7 @@
 """The trained demo models that ship in weights/: the engine agrees with PyTorch on their held-out data.
 
 The Hub-style checkpoints they were converted from are kept in tests/data/demo/; the held-out data is regenerated
-by weights/train_demo.py's own (seeded) functions.
+by tools/train_demo.py's own (seeded) functions.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import transformers
 import tinyvit_engine as tve
 
 ROOT = Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location("train_demo", ROOT / "weights" / "train_demo.py")
+spec = importlib.util.spec_from_file_location("train_demo", ROOT / "tools" / "train_demo.py")
 train_demo = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(train_demo)
 METRICS = json.loads((ROOT / "weights" / "metrics.json").read_text())
@@ -54,6 +54,7 @@ def test_classifier_on_heldout_digits():
     assert accuracy > 0.9
 
 
+@pytest.mark.slow
 def test_segmenter_on_heldout_scenes():
     engine, reference = shipped_and_reference(
         "deeplabv3-mobilevit-digits", transformers.MobileViTForSemanticSegmentation

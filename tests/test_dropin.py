@@ -135,6 +135,7 @@ def run_usage(usage, photo, out, env, no_torch):
     return dict(np.load(out)), result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["v1", "v2"])
 @pytest.mark.parametrize("usage", ["classification", "segmentation"])
 def test_documented_usage_with_one_import_changed(hub, tmp_path, family, usage):

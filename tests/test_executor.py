@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tinyvit_engine as tve
-from tinyvit_engine import costs
+from tinyvit_engine.bench import costs
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 

@@ -2,10 +2,10 @@
 
 from dataclasses import replace
 
+from tinyvit_engine.bench.reference import v1_model, v2_model
 from tinyvit_engine.config import parse_config
 from tinyvit_engine.fusion import fuse
 from tinyvit_engine.models import build
-from tinyvit_engine.reference import v1_model, v2_model
 
 
 def graph_of(model):

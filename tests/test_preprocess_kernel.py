@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 from tinyvit_engine.kernels import KernelArgumentError
 from tinyvit_engine.kernels.preprocess import BICUBIC, BILINEAR, BOX, HAMMING, LANCZOS, preprocess, preprocess_reference
+
 from tinyvit_engine.processor import pass_order
 
 FILTERS = [BILINEAR, BICUBIC, BOX, HAMMING, LANCZOS]

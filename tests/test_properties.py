@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tinyvit_engine.kernels import FAST, GELU, NONE, REFERENCE, RELU, SILU, KernelArgumentError
 
-from tinyvit_engine import weights_file
 from tinyvit_engine.errors import WeightsFormatError
+from tinyvit_engine.formats import weights_file
 
 ROOT = Path(__file__).resolve().parent.parent
 RTOL = 1e-5  # as test_kernels.py: float32 sums in another order; atol is RTOL x max|reference|

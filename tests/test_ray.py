@@ -15,7 +15,9 @@ import pytest
 import ray
 from PIL import Image
 
-import tinyvit_engine.ray as tve_ray
+import tinyvit_engine.jobs.ray as tve_ray
+
+pytestmark = pytest.mark.slow  # (the quick lane, -m "not slow", leaves these out)
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = sorted(p for p in (ROOT / "tests" / "data" / "images").glob("*.*") if p.suffix != ".md")

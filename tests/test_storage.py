@@ -13,7 +13,7 @@ from hf import save_checkpoint, v1_model, v2_model
 from safetensors.numpy import save
 
 import tinyvit_engine as tve
-from tinyvit_engine import weights_file
+from tinyvit_engine.formats import weights_file
 
 ROOT = Path(__file__).resolve().parent.parent
 TINYVIT = str(Path(sys.executable).with_name("tinyvit"))

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tinyvit_engine.errors import UnsafeCheckpointError, WeightsFormatError
-from tinyvit_engine.torchbin import load_torch_bin
+from tinyvit_engine.formats.torchbin import load_torch_bin
 
 PREFIX = "archive"
 
@@ -251,7 +251,7 @@ def test_transformers_mobilevit_checkpoint(tmp_path):
 def test_module_does_not_import_torch(tmp_path):
     path = save(tmp_path, {"w": torch.ones(2)})
     code = (
-        "import sys; from tinyvit_engine.torchbin import load_torch_bin; "
+        "import sys; from tinyvit_engine.formats.torchbin import load_torch_bin; "
         f"assert load_torch_bin({str(path)!r})['w'].sum() == 2; assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

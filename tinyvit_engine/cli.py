@@ -12,8 +12,8 @@ import math
 import sys
 from pathlib import Path
 
-from . import weights_file
 from .errors import TinyVitError
+from .formats import resolve, weights_file
 
 
 class CliError(TinyVitError):
@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
+        if args.threads is not None:
+            _set_threads(args.threads)
         args.run(args)
         return 0
     except (TinyVitError, OSError, ValueError, TypeError) as e:
@@ -36,8 +38,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _set_threads(n: int) -> None:
+    import numba
+
+    pool = numba.config.NUMBA_NUM_THREADS  # Numba's pool, fixed at start: the cores it sees, or NUMBA_NUM_THREADS
+    if not 1 <= n <= pool:
+        raise CliError(f"--threads {n}: expected 1 to {pool} (the threads Numba started with; NUMBA_NUM_THREADS)")
+    numba.set_num_threads(n)
+
+
 def jobs(c: argparse.ArgumentParser, workers: bool) -> None:
-    """The options of a batch job (tinyvit_engine/batch.py)."""
+    """The options of a batch job (tinyvit_engine/jobs)."""
     c.add_argument("--output", help="also write one JSON object per image to this JSON Lines file, as they finish")
     c.add_argument("--resume", action="store_true", help="skip the images --output already records, append the rest")
     if workers:
@@ -54,6 +65,7 @@ def jobs(c: argparse.ArgumentParser, workers: bool) -> None:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tinyvit", description="MobileViT inference on the CPU, without torch.")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    p.add_argument("--threads", type=int, help="threads for inference (default: every core)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, run, help: str, example: str) -> argparse.ArgumentParser:
@@ -65,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        c.add_argument(
+            "--threads", type=int, default=argparse.SUPPRESS, help="threads for inference (default: every core)"
+        )
         c.set_defaults(run=run)
         return c
 
@@ -89,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
         "tinyvit classify photo.jpg photos/ --model mobilevit-xx-small.safetensors --top-k 3",
     )
     c.add_argument("images", nargs="+", help="image files, folders (walked for images), or @list.txt of paths")
-    c.add_argument("--model", help="engine weights file or checkpoint directory (default: the demo digits classifier)")
+    c.add_argument("--model", help="engine weights file, checkpoint directory or Hub id (default: the demo classifier)")
     c.add_argument("--top-k", type=int, default=5, help="labels per image (default 5)")
     c.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
     jobs(c, workers=True)
@@ -101,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
         "tinyvit segment photo.jpg --model deeplabv3-mobilevit-xx-small.safetensors -o out/",
     )
     c.add_argument("images", nargs="+", help="image files, folders (walked for images), or @list.txt of paths")
-    c.add_argument("--model", help="engine weights file or checkpoint directory (default: the demo digits segmenter)")
+    c.add_argument("--model", help="engine weights file, checkpoint directory or Hub id (default: the demo segmenter)")
     c.add_argument("-o", dest="outdir", required=True, help="directory for <name>.labels.png and <name>.overlay.png")
     jobs(c, workers=False)
 
@@ -122,13 +137,12 @@ def _parser() -> argparse.ArgumentParser:
         "describe a weights file or checkpoint: family, task, size, labels",
         "tinyvit info mobilevit-xx-small.safetensors",
     )
-    c.add_argument("model", help="engine weights file or checkpoint directory")
+    c.add_argument("model", help="engine weights file, checkpoint directory or Hub id")
     return p
 
 
 def run_convert(args) -> None:
-    from .convert import convert
-    from .hub import resolve
+    from .formats.convert import convert
 
     if args.dtype not in weights_file.STORAGE:
         raise CliError(f"--dtype {args.dtype}: expected one of {', '.join(weights_file.STORAGE)}")
@@ -137,15 +151,16 @@ def run_convert(args) -> None:
 
 
 def _model_path(path: str | None, command: str | None = None) -> str:
-    """`path`, or for classify/segment without --model, the demo model that ships in weights/."""
+    """`path` (a Hub id resolved to its local snapshot), or for classify/segment without --model, the demo model
+    that ships in weights/."""
     from .weights import DEMO_CLASSIFIER, DEMO_SEGMENTER
 
     if path is None:
         demo = {"classify": DEMO_CLASSIFIER, "segment": DEMO_SEGMENTER}[command]
         if not demo.is_file():
             raise CliError(f"no --model given, and the demo model {demo.name} is not installed")
-        path = str(demo)
-    return path
+        return str(demo)
+    return str(resolve(path))
 
 
 def _load(path: str | None, command: str | None = None):
@@ -156,7 +171,7 @@ def _load(path: str | None, command: str | None = None):
 
 def _job(args, task: str, handle) -> None:
     """Run a batch job; bad files are reported and skipped, and a job with any ends with exit status 1."""
-    from . import batch
+    from . import jobs
 
     if args.resume and not args.output:
         raise CliError("--resume needs --output: the file of finished images to skip")
@@ -165,7 +180,7 @@ def _job(args, task: str, handle) -> None:
             import ray  # noqa: F401
         except ImportError:
             raise CliError("--ray needs Ray: pip install 'tinyvit-engine[ray]'") from None
-    files = batch.expand(args.images)
+    files = jobs.expand(args.images)
     if not files:
         raise CliError(f"no images found in {' '.join(args.images)}")
     model_path = _model_path(args.model, task)
@@ -181,9 +196,8 @@ def _job(args, task: str, handle) -> None:
             handle(record)
 
     output = Path(args.output) if args.output else None
-    finished, failed = batch.run(
+    finished, failed = jobs.run(
         model,
-        model_path,
         task,
         files,
         report,
@@ -212,7 +226,7 @@ def run_classify(args) -> None:
 
 
 def run_segment(args) -> None:
-    from .batch import save_maps
+    from .jobs import save_maps
 
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -228,8 +242,7 @@ def run_segment(args) -> None:
 
 
 def run_explain(args) -> None:
-    from .explain import heatmaps, overlay
-    from .hub import resolve
+    from .api.explain import heatmaps, overlay
 
     point = None
     if args.point is not None:
@@ -239,7 +252,7 @@ def run_explain(args) -> None:
             point = ()
         if len(point) != 2:
             raise CliError(f"--point {args.point!r}: expected X,Y (pixels of the image), such as 120,80")
-    model = _load(None if args.model is None else str(resolve(args.model)), "classify")
+    model = _load(args.model, "classify")
     view, maps, query = heatmaps(model, args.image, point)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -251,9 +264,9 @@ def run_explain(args) -> None:
 
 
 def run_info(args) -> None:
-    model = _load(args.model)
+    path = Path(_model_path(args.model))
+    model = _load(str(path))
     cfg = model.config
-    path = Path(args.model)
     if path.is_file():
         metadata, _ = weights_file.parse(path.read_bytes(), str(path))
         storage = weights_file.storage_of(metadata, str(path))
@@ -274,4 +287,4 @@ def run_info(args) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

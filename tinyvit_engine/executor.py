@@ -23,10 +23,10 @@ from collections import OrderedDict
 import numpy as np
 
 from . import kernels
-from .coldstart import start_compiling, stop_compiling
 from .fusion import fuse
 from .graph import Graph
-from .kernels._launch import Recorder, recording
+from .kernels import Recorder, recording
+from .kernels.coldstart import start_compiling, stop_compiling
 from .ops import OPS, prepared_weights
 
 PLANS = 4  # input shapes whose plans are kept (least recently used dropped first)

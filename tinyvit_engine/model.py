@@ -12,15 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from . import pipelines, weights_file
 from .config import parse_config
-from .convert import read_checkpoint, to_engine
-from .errors import InputError, WeightsFormatError
+from .errors import InputError, UnsupportedConfigError, WeightsFormatError
 from .executor import Executor
+from .formats import read_model, resolve
 from .kernels.attention import attention_probs_reference
 from .kernels.linear_attention import context_scores_reference
 from .models import build, check_params
-from .processor import MobileViTImageProcessor
+from .postprocess import post_process_semantic_segmentation, segments, top_labels
+from .processor import MobileViTImageProcessor, load_image
 
 
 @dataclass
@@ -76,6 +76,7 @@ class Model:
     ) -> None:
         self.config = parse_config(config)
         self.preprocessor_config = preprocessor
+        self.path: Path | None = None  # the file or directory it was loaded from (set by `load`)
         self.graph = build(self.config)
         check_params(self.graph, tensors, source)
         self.executor = Executor(self.graph, tensors, reference=reference)
@@ -126,13 +127,35 @@ class Model:
             )
         return MobileViTImageProcessor.from_dict(self.preprocessor_config)
 
-    def classify(self, images, top_k: int = 5):
-        """Top-k labels and scores per image, like transformers' image-classification pipeline."""
-        return pipelines.classify(self, images, top_k)
+    def classify(self, images: Any, top_k: int = 5, processor: MobileViTImageProcessor | None = None) -> list:
+        """Per image, the top_k [{"label", "score"}] by score, like transformers' image-classification pipeline; a
+        single image gives its list directly. The images go through `processor`, by default the model's own."""
+        if self.config.task != "image-classification":
+            raise UnsupportedConfigError(
+                f"classify needs an image-classification model, this one is {self.config.task}"
+            )
+        batch, single = _as_list(images)
+        pixel_values = (processor or self.processor)([load_image(im) for im in batch])
+        results = top_labels(self.config, self(pixel_values).logits, top_k)
+        return results[0] if single else results
 
-    def segment(self, images):
-        """Label map and per-label masks per image, like transformers' image-segmentation pipeline."""
-        return pipelines.segment(self, images)
+    def segment(self, images: Any, processor: MobileViTImageProcessor | None = None) -> Any:
+        """Per image, like transformers' image-segmentation pipeline: {"label_map": (H, W) class indices at the
+        image's own size, "segments": [{"score": None, "label", "mask": PIL "L" image, 255 inside}] for each label
+        present}; a single image gives its dict directly."""
+        if self.config.task != "semantic-segmentation":
+            raise UnsupportedConfigError(f"segment needs a semantic-segmentation model, this one is {self.config.task}")
+        batch, single = _as_list(images)
+        pil = [load_image(im) for im in batch]
+        logits = self((processor or self.processor)(pil)).logits
+        maps = post_process_semantic_segmentation(logits, [(im.height, im.width) for im in pil])
+        results = [{"label_map": m, "segments": segments(self.config, m)} for m in maps]
+        return results[0] if single else results
+
+
+def _as_list(images: Any) -> tuple[list, bool]:
+    """(list of images, whether a single image was given)."""
+    return (list(images), False) if isinstance(images, (list, tuple)) else ([images], True)
 
 
 def refuse_unknown(caller: str, unknown: dict) -> None:
@@ -144,19 +167,16 @@ def refuse_unknown(caller: str, unknown: dict) -> None:
 
 
 def load(path: str | os.PathLike, reference: bool = False) -> Model:
-    """A model from an engine weights file, or straight from a transformers checkpoint directory.
+    """A model from an engine weights file, a transformers checkpoint directory, or a Hub id (through
+    huggingface_hub's cache; see formats/hub.py).
 
     reference=True runs every op on the plain NumPy reference kernels (slow; for reading and bisecting).
     """
-    path = Path(path)
-    if path.is_dir():
-        config, preprocessor, tensors = read_checkpoint(path)
-        tensors = to_engine(tensors)
-    elif path.exists():
-        tensors, config, preprocessor = weights_file.read(path)
-    else:
-        raise FileNotFoundError(f"{path}: no such weights file or checkpoint directory")
-    return Model(config, tensors, preprocessor, source=str(path), reference=reference)
+    path = resolve(path)
+    config, preprocessor, tensors = read_model(path)
+    model = Model(config, tensors, preprocessor, source=str(path), reference=reference)
+    model.path = path
+    return model
 
 
 def _channels_last(pixel_values: Any, channels: int) -> np.ndarray:

@@ -12,8 +12,7 @@ import math
 import numpy as np
 
 from .graph import Fused
-from .kernels import activation_code, pack
-from .kernels._launch import launch, output
+from .kernels import activation_code, launch, output, pack
 
 
 def conv(k, node, params, x, residual=None):

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .coldstart import compiling, start_compiling
 from .errors import InputError, UnsupportedConfigError
 from .kernels import preprocess
+from .kernels.coldstart import compiling, start_compiling
 from .postprocess import post_process_semantic_segmentation
 
 _RESAMPLE = {int(r): r.name for r in Image.Resampling}  # 0 NEAREST .. 5 HAMMING
@@ -152,22 +151,15 @@ class MobileViTImageProcessor:
         """From a checkpoint directory (its preprocessor_config.json), that json file itself, an engine weights file
         (the config stored in it), or a Hub id (through huggingface_hub's cache: `hub` takes revision, cache_dir,
         local_files_only and token)."""
-        from . import weights_file
-        from .hub import resolve
+        from .formats import preprocessor_config, resolve
 
         path = resolve(name_or_path, **hub)
-        if path.is_dir() or path.suffix == ".json":
-            file = path / "preprocessor_config.json" if path.is_dir() else path
-            try:
-                d = json.loads(file.read_text(encoding="utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise UnsupportedConfigError(f"{file}: not a JSON preprocessor config: {e}") from e
-        else:
-            file, (_, _, d) = path, weights_file.read(path)
-            if d is None:
-                raise UnsupportedConfigError(f"{file}: this weights file carries no preprocessor config")
-        if not isinstance(d, dict):
-            raise UnsupportedConfigError(f"{file}: a preprocessor config is a JSON object, got {type(d).__name__}")
+        d = preprocessor_config(path)
+        if d is None and path.is_dir():
+            raise FileNotFoundError(f"{path}: no preprocessor_config.json in this checkpoint directory")
+        if d is None:
+            raise UnsupportedConfigError(f"{path}: this weights file carries no preprocessor config")
+        file = path
         kind = d.get("image_processor_type") or d.get("feature_extractor_type") or "MobileViTImageProcessor"
         if not str(kind).startswith("MobileViT"):
             raise UnsupportedConfigError(f"{file}: a {kind} config; tinyvit-engine has MobileViT's processor only")
@@ -210,7 +202,7 @@ class MobileViTImageProcessor:
         if not images:
             raise InputError("no images given")
         out = [
-            self._one(_to_rgb(im, "<PIL image>", exif=False) if isinstance(im, Image.Image) else load_image(im))
+            self.process_one(_to_rgb(im, "<PIL image>", exif=False) if isinstance(im, Image.Image) else load_image(im))
             for im in images
         ]
         if len({x.shape for x in out}) > 1:
@@ -227,11 +219,11 @@ class MobileViTImageProcessor:
         logits = outputs if isinstance(outputs, np.ndarray) else getattr(outputs, "logits", outputs)
         return post_process_semantic_segmentation(logits, target_sizes)
 
-    def _one(self, image: Image.Image) -> np.ndarray:
+    def process_one(self, image: Image.Image) -> np.ndarray:
         """One RGB image -> (3, H, W), in transformers' order: resize, rescale, center crop, flip."""
         height, width = image.height, image.width
         if self.do_resize:
-            height, width = self._output_size(image.height, image.width)
+            height, width = self.resized_size(image.height, image.width)
             # a thin strip resized to the short side would be huge (1 x 2000 -> 288 x 576000): refuse it as a bomb
             if Image.MAX_IMAGE_PIXELS and height * width > Image.MAX_IMAGE_PIXELS:
                 raise InputError(
@@ -265,7 +257,7 @@ class MobileViTImageProcessor:
             x = _center_crop(x, *self.crop_size)
         return x[::-1] if self.do_flip_channel_order else x
 
-    def _output_size(self, height: int, width: int) -> tuple[int, int]:
+    def resized_size(self, height: int, width: int) -> tuple[int, int]:
         """transformers' get_resize_output_image_size: short side -> S, long side truncated to int(S * long / short)."""
         if isinstance(self.size, tuple):
             return self.size

@@ -29,11 +29,14 @@ import time
 import zipfile
 from pathlib import Path
 
+import tomllib
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = "python3.11"
 PACKAGES = [f"{PYTHON}-minimal:arm64", f"lib{PYTHON}-stdlib:arm64", "libstdc++6:arm64"]
 NOT_NEEDED = {"dpkg", "install-info", "tar"}  # Pre-Depends of the stdlib's tools, not of the interpreter
-WHEELS = ["numpy>=1.24", "numba>=0.59", "pillow>=10", "safetensors>=0.4"]
+# the engine's dependencies, as pip takes them
+WHEELS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
 PLATFORMS = ["manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_28_aarch64"]
 RTOL = 1e-4
 
@@ -136,7 +139,7 @@ def here(work: Path) -> tuple[dict, dict]:
     import numpy as np
 
     import tinyvit_engine as tve
-    from tinyvit_engine.reference import save_checkpoint, v1_model
+    from tinyvit_engine.bench.reference import save_checkpoint, v1_model
 
     bench = work / "mobilevit-xx-small.safetensors"
     if not bench.exists():

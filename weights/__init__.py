@@ -1,5 +1,5 @@
 """The weights that ship with tinyvit-engine, installed as tinyvit_engine.weights (README.md here says how each
-file was made; train_demo.py makes them)."""
+file was made; tools/train_demo.py makes them)."""
 
 from pathlib import Path
 

@@ -10,8 +10,8 @@ Both are trained with transformers' own classes, saved as Hub-style checkpoints 
 tests load), converted with tve.convert into weights/*.safetensors, and measured on their held-out data.
 Uses torch, transformers and scikit-learn (dev/test dependencies; the engine itself needs none of them):
 
-    python weights/train_demo.py            # both models, about 10 minutes on 2 cores
-    python weights/train_demo.py storage    # from the saved checkpoints: the int8 files, and the held-out
+    python tools/train_demo.py            # both models, about 10 minutes on 2 cores
+    python tools/train_demo.py storage    # from the saved checkpoints: the int8 files, and the held-out
                                             # numbers of float32, float16 and int8 storage (the engine alone)
 """
 

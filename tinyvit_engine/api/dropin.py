@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from . import pipelines
-from .errors import UnsupportedConfigError
-from .hub import resolve
-from .model import Model, ModelOutput, load, refuse_unknown
-from .processor import MobileViTImageProcessor
+from ..errors import UnsupportedConfigError
+from ..formats import resolve
+from ..model import Model, ModelOutput, load, refuse_unknown
+from ..processor import MobileViTImageProcessor
 
 HUB_KEYWORDS = ("revision", "cache_dir", "local_files_only", "token")
 FIELDS = {  # what each kind of transformers model returns, in its order
@@ -153,12 +152,12 @@ class Pipeline:
         if self.task == "image-classification":
             top_k = kwargs.pop("top_k", 5)
             self._no_more(kwargs)
-            return pipelines.classify(engine, images, top_k, self.image_processor)
+            return engine.classify(images, top_k, self.image_processor)
         subtask = kwargs.pop("subtask", None)
         if subtask not in (None, "semantic"):
             raise UnsupportedConfigError(f"subtask={subtask!r}: these are semantic segmentation models")
         self._no_more(kwargs)
-        results = pipelines.segment(engine, images, self.image_processor)
+        results = engine.segment(images, self.image_processor)
         return [r["segments"] for r in results] if isinstance(results, list) else results["segments"]
 
     def _no_more(self, kwargs: dict) -> None:

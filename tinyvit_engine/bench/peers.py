@@ -16,7 +16,7 @@ they are timed in interleaved rounds (engine, torch, ORT, OpenVINO, engine, ...)
 hits all of them alike, with a pause between contenders so that no thread pool is still spinning, and one untimed
 run at the start of each block so that every contender is timed in its steady state. Reported: median and the 10-90%
 spread of single-inference wall times, and the ratios.
-Weights are real-scale random weights (tinyvit_engine.reference), never transformers' default init, whose tiny
+Weights are real-scale random weights (tinyvit_engine/bench/reference.py), never transformers' default init, whose tiny
 activations turn fp32 arithmetic into denormal arithmetic. Cold start and peak RSS run fresh `python` processes.
 
 Needs the bench extra: torch, transformers, onnx, onnxruntime and openvino (pip install -e ".[bench]"); --no-ort and
@@ -79,7 +79,7 @@ def prepare(name: str, batch: int, workdir: Path) -> dict[str, str]:
     if not Path(paths["engine"]).exists() or not Path(paths["onnx"]).exists():
         import torch
 
-        from . import convert
+        from ..formats.convert import convert
         from .reference import save_checkpoint, v1_model, v2_model
 
         labels = 21 if spec.task == "segmentation" else 1000
@@ -139,7 +139,7 @@ def _runner(kind: str, paths: dict[str, str], x: np.ndarray, threads: int):
 
 
 def _engine(paths: dict[str, str], x: np.ndarray, threads: int):
-    from . import load
+    from ..model import load
 
     model = load(paths["engine"])
     return lambda: model(x).logits
@@ -304,8 +304,9 @@ def peak_rss(engine_file: str, image: str) -> float:
 
 def profile(name: str, workdir: Path, batch: int, runs: int = 20) -> None:
     """Per-node engine time for one model, as a roofline: grouped by op and the slowest nodes, each with its FLOP
-    and byte rates against this machine's peaks (tinyvit_engine.costs)."""
-    from . import costs, load
+    and byte rates against this machine's peaks (bench/costs.py)."""
+    from ..model import load
+    from . import costs
 
     peak = costs.measure_peak()  # first, while no thread pool of the model spins beside it
     print(peak.describe(), flush=True)
@@ -343,8 +344,8 @@ def profile(name: str, workdir: Path, batch: int, runs: int = 20) -> None:
 
 
 def job(paths: list[str], repeat: int, threads: list[int], rounds: int, workdir: Path) -> None:
-    from . import jobbench
-    from .batch import expand
+    from ..jobs import expand
+    from . import job as jobbench
 
     files = [str(f) for f in expand(paths)] * repeat
     engine_file = prepare("mobilevit-xx-small", 8, workdir)["engine"]
@@ -403,9 +404,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--markdown", help="also write the results table to this file")
     p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "tinyvit-bench"))
     p.add_argument("--profile", metavar="MODEL", choices=list(MODELS), help="per-node roofline of one model")
-    p.add_argument(
-        "--job", nargs="+", metavar="PATH", help="batch-job throughput on these photos (tinyvit_engine/jobbench.py)"
-    )
+    p.add_argument("--job", nargs="+", metavar="PATH", help="batch-job throughput on these photos (bench/job.py)")
     p.add_argument("--repeat", type=int, default=1, help="with --job: take the photos this many times")
     p.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -462,7 +461,3 @@ def main(argv: list[str] | None = None) -> None:
     print(report)
     if args.markdown:
         Path(args.markdown).write_text(report + "\n")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,5 +1,5 @@
 """Batch-job throughput (`python -m tinyvit_engine.bench --job PHOTOS... [--repeat 40]`): images/s end to end
-(read, decode, preprocess, infer: tinyvit_engine.batch, what `tinyvit classify` runs) against the model alone on the
+(read, decode, preprocess, infer: tinyvit_engine/jobs, what `tinyvit classify` runs) against the model alone on the
 same number of images, at each thread count, in one worker process per thread count (NUMBA_NUM_THREADS).
 
 "The model alone" is the better of two ways to run it on those threads: one call per batch of 8 on all of them, or
@@ -23,7 +23,7 @@ import numpy as np
 def measure(engine_file: str, files: list[str], threads: int, rounds: int) -> dict:
     """Medians in images/s, from a fresh worker process on `threads` Numba threads."""
     env = {**os.environ, "NUMBA_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
-    command = [sys.executable, "-m", "tinyvit_engine.jobbench", engine_file, str(rounds), *files]
+    command = [sys.executable, "-m", "tinyvit_engine.bench.job", engine_file, str(rounds), *files]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     return {"threads": threads, **json.loads(done.stdout.splitlines()[-1])}
 
@@ -31,8 +31,8 @@ def measure(engine_file: str, files: list[str], threads: int, rounds: int) -> di
 def _worker(engine_file: str, rounds: int, files: list[Path]) -> dict:
     import numba
 
-    from .batch import BATCH, results, streams
-    from .model import load
+    from ..jobs import BATCH, results, streams
+    from ..model import load
 
     model = load(engine_file)
     threads = numba.get_num_threads()

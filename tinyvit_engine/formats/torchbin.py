@@ -22,7 +22,7 @@ from typing import Any, BinaryIO, NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from tinyvit_engine.errors import UnsafeCheckpointError, WeightsFormatError
+from ..errors import UnsafeCheckpointError, WeightsFormatError
 
 # fmt: off
 # Storage classes torch pickles, and how one element is stored (bfloat16 as its raw uint16 bits).

@@ -29,13 +29,10 @@ def start_compiling() -> None:
         if _checked:
             return
         _checked = True
-        try:
-            from .kernels.linear import _linear
+        from ._jit import cache_is_warm
+        from .linear import jitted
 
-            cold = not _linear._cache._cache_file._load_index()  # Numba internals: guess, never fail
-        except Exception:
-            return
-        if not cold:
+        if cache_is_warm(jitted):
             return
         print(
             "tinyvit-engine: compiling the kernels for this CPU, once (under a minute; later runs load them from "

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from ..config import parse_config
+from ..errors import WeightsFormatError
+from ..models import build, check_params
 from . import weights_file
-from .config import parse_config
-from .errors import WeightsFormatError
-from .models import build, check_params
 
 BASE_PREFIXES = ("mobilevit.", "mobilevitv2.")
 BN_EPS = 1e-5  # transformers hard-codes it in MobileViT(V2)ConvLayer

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from .graph import Graph, Node, Shape
+from ..graph import Graph, Node, Shape
 
 F32 = 4  # bytes per element
 SOFTMAX_FLOPS = 5  # per score: max, subtract, exp, sum, scale

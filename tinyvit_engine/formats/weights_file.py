@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import save
 
-from .errors import WeightsFormatError
+from ..errors import WeightsFormatError
 
 FORMAT = "tinyvit-engine"
 VERSION = 2
@@ -155,24 +155,7 @@ def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]
             f"{path}: is a directory; pass a checkpoint directory to tve.load or convert"
         ) from None
     metadata, entries = parse(data, str(path))
-    if metadata.get("format") != FORMAT:
-        raise WeightsFormatError(
-            f"{path}: a safetensors file, but not a {FORMAT} weights file; convert the "
-            "checkpoint with tve.convert (or `tinyvit convert`) first"
-        )
-    if metadata.get("format_version") not in VERSIONS:
-        raise WeightsFormatError(
-            f"{path}: {FORMAT} format version {metadata.get('format_version')!r}, this engine "
-            f"reads versions {' and '.join(VERSIONS)}; convert the checkpoint again with this version"
-        )
-    storage = storage_of(metadata, str(path))
-    try:
-        config = json.loads(metadata["config"])
-        pre = json.loads(metadata["preprocessor_config"]) if metadata.get("preprocessor_config") else None
-    except (KeyError, ValueError, RecursionError) as e:
-        raise WeightsFormatError(f"{path}: the stored config is not valid JSON ({e})") from None
-    if not isinstance(config, dict) or not isinstance(pre, (dict, type(None))):
-        raise WeightsFormatError(f"{path}: the stored config or preprocessor config is not a JSON object")
+    storage, config, pre = _engine_metadata(metadata, str(path))
     allowed = {"float32": {"F32"}, "float16": {"F32", "F16"}, "int8": {"F32", "I8"}}[storage]
     for name, (dtype, _, _) in entries.items():
         if dtype not in allowed:
@@ -183,6 +166,45 @@ def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]
     return decode(tensors(data, entries, str(path)), storage, str(path)), config, pre
 
 
+def read_configs(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(config, preprocessor config) of an engine weights file, from its header alone (no tensor is read)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else 0
+            if n > path.stat().st_size - 8:
+                raise WeightsFormatError(f"{path}: not a valid safetensors file (truncated header)")
+            header = head + f.read(n)
+    except IsADirectoryError:
+        raise WeightsFormatError(f"{path}: is a directory, not an engine weights file") from None
+    metadata, _ = parse(header, str(path), header_only=True)
+    return _engine_metadata(metadata, str(path))[1:]
+
+
+def _engine_metadata(metadata: dict[str, str], where: str) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+    """(storage, config, preprocessor config) of an engine file's metadata, its format and version checked."""
+    if metadata.get("format") != FORMAT:
+        raise WeightsFormatError(
+            f"{where}: a safetensors file, but not a {FORMAT} weights file; convert the "
+            "checkpoint with tve.convert (or `tinyvit convert`) first"
+        )
+    if metadata.get("format_version") not in VERSIONS:
+        raise WeightsFormatError(
+            f"{where}: {FORMAT} format version {metadata.get('format_version')!r}, this engine "
+            f"reads versions {' and '.join(VERSIONS)}; convert the checkpoint again with this version"
+        )
+    storage = storage_of(metadata, where)
+    try:
+        config = json.loads(metadata["config"])
+        pre = json.loads(metadata["preprocessor_config"]) if metadata.get("preprocessor_config") else None
+    except (KeyError, ValueError, RecursionError) as e:
+        raise WeightsFormatError(f"{where}: the stored config is not valid JSON ({e})") from None
+    if not isinstance(config, dict) or not isinstance(pre, (dict, type(None))):
+        raise WeightsFormatError(f"{where}: the stored config or preprocessor config is not a JSON object")
+    return storage, config, pre
+
+
 def storage_of(metadata: dict[str, str], where: str) -> str:
     """The storage dtype a file's metadata names (version 1 files: float32)."""
     storage = metadata.get("storage", "float32") if metadata.get("format_version") != "1" else "float32"
@@ -191,8 +213,9 @@ def storage_of(metadata: dict[str, str], where: str) -> str:
     return storage
 
 
-def parse(data: bytes, where: str) -> tuple[dict[str, str], dict[str, Entry]]:
-    """The metadata and the tensor entries of a safetensors blob, every size and offset checked against the blob."""
+def parse(data: bytes, where: str, header_only: bool = False) -> tuple[dict[str, str], dict[str, Entry]]:
+    """The metadata and the tensor entries of a safetensors blob, every size and offset checked against the blob
+    (header_only: `data` is the header alone, and only the metadata is read)."""
 
     def bad(why: str) -> WeightsFormatError:
         return WeightsFormatError(f"{where}: not a valid safetensors file ({why})")
@@ -213,6 +236,8 @@ def parse(data: bytes, where: str) -> tuple[dict[str, str], dict[str, Entry]]:
     metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise bad("__metadata__ is not an object of strings")
+    if header_only:
+        return metadata, {}
     # every tensor's byte range must lie in the data and match its dtype and shape
     size, entries, spans = len(data) - 8 - n, {}, []
     for name, info in header.items():

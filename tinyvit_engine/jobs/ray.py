@@ -1,7 +1,7 @@
 """Batch jobs on Ray Data, for when one machine is not enough (`pip install "tinyvit-engine[ray]"`).
 
     ds = ray.data.from_items([{"image": path} for path in paths])
-    out = tinyvit_engine.ray.classify(ds, "mobilevit-xx-small.safetensors", top_k=5)   # a Dataset, lazily
+    out = tinyvit_engine.jobs.ray.classify(ds, "mobilevit-xx-small.safetensors", top_k=5)   # a Dataset, lazily
 
 The images are decoded and preprocessed in Ray tasks; inference runs in a pool of actors that each load the model
 once (`map_batches` with a callable class); concurrency and batch size come from the cluster's CPUs unless given.
@@ -14,16 +14,19 @@ batch's rows appear only once it has succeeded: every image comes out exactly on
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import ray
 
-from .batch import Decoded, _batch_records, _runs, decode, save_maps
-from .model import load
-
-BATCH = 8
+from ..formats import preprocessor_config
+from ..model import load
+from ..processor import MobileViTImageProcessor
+from .maps import save_maps
+from .streams import BATCH, Decoded, batch_records, decode, runs
 
 
 def _decode_batch(batch: dict, model_path: str) -> dict:
@@ -46,13 +49,7 @@ _processors: dict = {}
 def _processor(model_path: str):
     """The model's image processor, read once per worker process (a task reads no weights twice)."""
     if model_path not in _processors:
-        from . import weights_file
-        from .convert import read_checkpoint
-        from .processor import MobileViTImageProcessor
-
-        path = Path(model_path)
-        pre = read_checkpoint(path)[1] if path.is_dir() else weights_file.read(path)[2]
-        _processors[model_path] = MobileViTImageProcessor.from_dict(pre or {})
+        _processors[model_path] = MobileViTImageProcessor.from_dict(preprocessor_config(model_path) or {})
     return _processors[model_path]
 
 
@@ -83,8 +80,8 @@ class _Infer:
             )
         ]
         answers = []  # the same records as one process makes, in the same order
-        for run in _runs(decoded):
-            for record in _batch_records(self.model, self.task, self.top_k, run):
+        for run in runs(decoded):
+            for record in batch_records(self.model, self.task, self.top_k, run):
                 if "error" in record:
                     answers.append("")
                 elif self.task == "classify":
@@ -147,3 +144,33 @@ def segment(dataset, model: str | os.PathLike, outdir=None, batch_size: int | No
     """A Dataset of {"image", "shares" (JSON), "error"} for a Dataset with an "image" column of paths; with
     `outdir` (a directory every node can write), each image's label map and overlay are saved there too."""
     return _run(dataset, model, "segment", 0, batch_size, concurrency, outdir)
+
+
+def records(model_path: str, task: str, files: list[Path], top_k: int, address: str, outdir) -> Iterator[dict]:
+    """A batch job's records, on Ray Data: a local instance for address "local", else that cluster's."""
+    if not ray.is_initialized():
+        local = address == "local"
+        ray.init(
+            address=None if local else address,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+    if not files:
+        return
+    dataset = ray.data.from_items([{"image": str(f)} for f in files])
+    if task == "classify":
+        out = classify(dataset, model_path, top_k)
+    else:
+        out = segment(dataset, model_path, outdir)
+    for row in out.iter_rows():
+        record = {"image": row["image"]}
+        if row["error"]:
+            record["error"] = row["error"]
+        elif task == "classify":
+            record["labels"] = json.loads(row["labels"])
+        else:
+            record["shares"] = json.loads(row["shares"])
+        yield record

@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import TinyVitError
+from ..errors import TinyVitError
 
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 PATTERNS = ["config.json", "preprocessor_config.json", "model.safetensors*", "pytorch_model.bin*"]

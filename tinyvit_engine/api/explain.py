@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .errors import InputError
-from .processor import load_image
+from ..errors import InputError
+from ..processor import load_image
 
 
 def heatmaps(model, image: Any, point: tuple[float, float] | None = None) -> tuple[np.ndarray, list, tuple | None]:
@@ -63,7 +63,7 @@ def _in_view(processor, photo: Image.Image, point: tuple[float, float] | None) -
     if not (0 <= x < w and 0 <= y < h):
         raise InputError(f"point {x:g},{y:g} is outside the {w}x{h} image")
     if processor.do_resize:
-        new_h, new_w = processor._output_size(h, w)
+        new_h, new_w = processor.resized_size(h, w)
         x, y, w, h = x * new_w / w, y * new_h / h, new_w, new_h
     if processor.do_center_crop:
         ch, cw = processor.crop_size

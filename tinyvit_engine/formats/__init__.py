@@ -1,0 +1,55 @@
+"""Bytes on disk or on the Hub -> (config, preprocessor config, tensors): the only code that knows checkpoint names
+and file layouts.
+
+- weights_file.py  the engine's own safetensors file (format, version, storage dtype, both configs in its header)
+- convert.py       a transformers checkpoint directory -> engine tensors (renames, BatchNorm folding, QKV fusion)
+- torchbin.py      pytorch_model.bin without torch and without running pickle code
+- hub.py           Hub ids ("apple/mobilevit-small") -> a local snapshot directory
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UnsupportedConfigError
+from . import weights_file
+from .convert import read_checkpoint, to_engine
+from .hub import HubError, resolve
+
+
+def read_model(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, np.ndarray]]:
+    """(config, preprocessor config or None, engine tensors) of an engine weights file or a checkpoint directory."""
+    path = Path(path)
+    if path.is_dir():
+        config, preprocessor, tensors = read_checkpoint(path)
+        return config, preprocessor, to_engine(tensors)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such weights file or checkpoint directory")
+    tensors, config, preprocessor = weights_file.read(path)
+    return config, preprocessor, tensors
+
+
+def preprocessor_config(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The preprocessor config of a checkpoint directory (its preprocessor_config.json), of that JSON file itself, or
+    of an engine weights file (read from its header: no tensor is read). None when the model carries none."""
+    path = Path(path)
+    if path.is_dir() or path.suffix == ".json":
+        file = path / "preprocessor_config.json" if path.is_dir() else path
+        if path.is_dir() and not file.exists():
+            return None
+        try:
+            d = json.loads(file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            raise UnsupportedConfigError(f"{file}: not a JSON preprocessor config: {e}") from None
+        if not isinstance(d, dict):
+            raise UnsupportedConfigError(f"{file}: a preprocessor config is a JSON object, got {type(d).__name__}")
+        return d
+    return weights_file.read_configs(path)[1]
+
+
+__all__ = ["HubError", "preprocessor_config", "read_checkpoint", "read_model", "resolve", "to_engine", "weights_file"]

@@ -1,0 +1,35 @@
+"""Segmentation maps as pictures: the label map in Pascal VOC's colours, and the classes over the photo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..processor import load_image
+
+
+def palette(n: int = 256) -> np.ndarray:
+    """Pascal VOC's colour map: class k's RGB from the bits of k, so neighbouring classes differ."""
+    colors = np.zeros((n, 3), np.uint8)
+    for k in range(n):
+        c, r, g, b = k, 0, 0, 0
+        for shift in range(7, -1, -1):
+            r |= (c & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        colors[k] = (r, g, b)
+    return colors
+
+
+def save_maps(outdir: Path, path: Path, label_map: np.ndarray) -> None:
+    """<stem>.labels.png (class indices, VOC colours) and <stem>.overlay.png (the classes over the photo)."""
+    colors = palette()
+    labels = Image.fromarray(label_map.astype(np.uint8), mode="P")
+    labels.putpalette(colors.tobytes())
+    labels.save(outdir / f"{path.stem}.labels.png")
+    photo = np.asarray(load_image(str(path)), np.float32)
+    overlay = np.where(label_map[..., None] > 0, 0.4 * photo + 0.6 * colors[label_map], photo)
+    Image.fromarray(overlay.round().astype(np.uint8)).save(outdir / f"{path.stem}.overlay.png")
