@@ -11,20 +11,21 @@ serve every shape. The product is serial: callers run it inside their own prange
 The tile shape is chosen per machine from the number of vector registers. AVX2 has 16: 3 x 32 keeps 12 of them as
 sums, 4 for weights and 1 for the broadcast (measured on Zen 3, GFLOP/s at 1 thread for M x K x N = 1024x144x288:
 3x32 76, 5x16 72, 8x8 73, 4x16 70, 6x16 55, 4x24 45). AVX-512 has 32 (used at 256-bit width, as LLVM prefers on
-Intel): 6 x 32 keeps 24.
+Intel): 6 x 32 keeps 24. The shape follows the target the kernels are compiled for (_target.py): the shipped
+x86-64-v3 kernels run 3 rows on every x86-64 CPU; host-tuned ones (TINYVIT_TARGET=host) 6 on AVX-512.
 
 To change a tile (its shape, or which one a machine runs): _tilegen.py's header, step by step.
 """
 
-import llvmlite.binding as llvm
 import numpy as np
 from numba import types
 
 from . import _tiles
-from ._jit import product
+from ._jit import TARGET, product
+from ._target import tile_rows
 from ._tilegen import PANEL as COLS
 
-ROWS = 6 if "+avx512f" in llvm.get_host_cpu_features().flatten() else 3
+ROWS = tile_rows(TARGET)  # the target's, not the host's: 3, or 6 on AVX-512 (TINYVIT_TILE_ROWS forces one)
 wide = getattr(_tiles, f"product_{ROWS}x{2 * COLS}")
 narrow = getattr(_tiles, f"product_{ROWS}x{COLS}")
 # products one panel wide (N <= 16: attention's weighted values, narrow reduce convs) take 6 rows at a time: with 3

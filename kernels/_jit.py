@@ -21,13 +21,15 @@ pattern of constants. And helpers that work on a whole row (the epilogue, a dept
 compiled once and called, not inlined by Numba, which types and lowers an inlined function again at every call
 site.
 
-The cache of every kernel is tied to the content of every file of the library (`_library_stamp`): Numba checks only
-a kernel's own file, so an edit to a tile or to the product would otherwise leave callers running stale code, or
+Where the compiled code comes from and goes (_target.py): kernels compiled ahead for a portable target ship with
+the engine and are copied into a per-user cache, where Numba loads them (and keeps anything it compiles); the cache
+of every kernel is tied to the stamp of the whole library and the target (_target.stamp): Numba checks only a
+kernel's own file, so an edit to a tile or to the product would otherwise leave callers running stale code, or
 calling a product symbol that no longer exists.
 
-Every touch of Numba's internals (the cache index's stamp, the compile hook, the linking module, the SLP switch, a
-cache probe) is in this file, and only in MODE "tuned": Numba within TESTED, its internals where they were. Three
-other modes need none of them:
+Every touch of Numba's internals (the cache locator, the compile hook, the linking module, the SLP switch, a cache
+probe, whether Numba has made its target machine) is in this file, and only in MODE "tuned": Numba within TESTED,
+its internals where they were. Two other modes need none of them:
 - "python" under NUMBA_DISABLE_JIT=1: every kernel is its own Python function (prange is range), so pdb steps
   through it and coverage sees it. Slow (minutes for a small model), equal to the jitted kernels within parity.
 - "plain" for any other Numba (or TINYVIT_NUMBA_INTERNALS=0): plain `numba.njit` with the same flags. Correct;
@@ -35,7 +37,6 @@ other modes need none of them:
   once, as a RuntimeWarning.
 """
 
-import hashlib
 import os
 import warnings
 from contextlib import contextmanager
@@ -46,9 +47,18 @@ import numba
 from numba.core import config, types
 from numba.core.compiler_lock import global_compiler_lock
 
+from . import _target
+
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 TILE_FASTMATH = {"contract", "nsz", "arcp"}
 TESTED = ((0, 59), (0, 68))  # the Numba releases (major, minor) whose internals this file was written against
+
+
+def _cache_impl():
+    """Numba's base class of cache implementations (CacheImpl; _CacheImpl before 0.61), or None."""
+    from numba.core import caching
+
+    return getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)
 
 
 def _internals_present() -> bool:
@@ -60,6 +70,8 @@ def _internals_present() -> bool:
         and all(hasattr(dispatcher.Dispatcher, a) for a in ("compile", "disable_compile"))
         and hasattr(caching.IndexDataCacheFile, "_load_index")
         and hasattr(codegen.CPUCodeLibrary, "_get_module_for_linking")
+        and isinstance(getattr(_cache_impl(), "_locator_classes", None), list)
+        and hasattr(caching, "_CacheLocator")
     )
 
 
@@ -88,14 +100,48 @@ def _mode() -> str:
 MODE = _mode()
 
 
-def _library_stamp() -> str:
-    digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
+def _numba_busy() -> bool:
+    """Whether Numba made its CPU target machine in this process already (for the host: it is made once)."""
+    from numba.core.registry import cpu_target
+
+    return "_toplevel_target_context" in vars(cpu_target)  # Numba internals: a cached property, once computed
 
 
-STAMP = _library_stamp()
+def _use_cache(folder: Path) -> None:
+    """Keep every kernel's compiled code in `folder` (see _target.py), tied to STAMP, not to its own file alone."""
+    from numba.core import caching
+
+    class KernelCache(caching._CacheLocator):  # Numba internals: a cache locator, tried before Numba's own
+        def __init__(self, py_func) -> None:
+            self._lineno = py_func.__code__.co_firstlineno
+
+        def get_cache_path(self) -> str:
+            return str(folder)
+
+        def get_source_stamp(self) -> str:
+            return STAMP
+
+        def get_disambiguator(self) -> str:
+            return str(self._lineno)
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            return cls(py_func) if Path(py_file).resolve().parent == _target.HERE else None
+
+    _cache_impl()._locator_classes.insert(0, KernelCache)
+
+
+if MODE == "tuned":
+    TARGET, WHY_COMPILE = _target.choose(_numba_busy())
+    _target.apply(TARGET)
+    if not WHY_COMPILE and _target.shipped(TARGET) is None:
+        WHY_COMPILE = _target.why_not_shipped(TARGET)
+    STAMP = _target.stamp(TARGET)
+    CACHE = _target.cache_dir(TARGET)
+    _use_cache(CACHE)
+else:  # Numba's own choices: the host CPU, the cache beside the source (or nothing to compile at all)
+    TARGET, WHY_COMPILE = _target.host(), f"the kernels run as {MODE} code"
+    STAMP, CACHE = _target.stamp(TARGET), None
 
 
 def _jit(fn, fastmath, slp=False, calls_products=False, by_symbol=False, **options):
@@ -104,7 +150,6 @@ def _jit(fn, fastmath, slp=False, calls_products=False, by_symbol=False, **optio
     dispatcher = numba.njit(cache=True, fastmath=fastmath, error_model="numpy", nogil=True, **options)(fn)
     if MODE == "plain":
         return dispatcher
-    dispatcher._cache._cache_file._source_stamp = STAMP  # Numba internals: the cache index's validity check
     compile_plain = dispatcher.compile
 
     def compile(sig):

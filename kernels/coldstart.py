@@ -2,11 +2,12 @@
 second core for it.
 
 `start_compiling` is called by whatever reaches a kernel first (the image processor, or a model's first run): when
-Numba's cache does not hold the kernels (a first run on this CPU, or after an upgrade) it says so on stderr, once per
-process (otherwise that first run looks like a hang), and starts kernels/warm.py in a second process, which compiles
-the kernels in reverse order while this process compiles them in the usual order; each loads from the cache what
-the other has finished. `stop_compiling` ends that helper when the first model run is done (Numba writes each cache
-file whole, so stopping it midway loses only work), and at exit at the latest.
+neither the shipped kernels nor the cache hold them (a CPU, Python or Numba they were not built for, or
+TINYVIT_TARGET=host: _target.py) it says so on stderr, with the reason, once per process (otherwise that first run
+looks like a hang), and starts kernels/warm.py in a second process, which compiles the kernels in reverse order
+while this process compiles them in the usual order; each loads from the cache what the other has finished.
+`stop_compiling` ends that helper when the first model run is done (Numba writes each cache file whole, so stopping
+it midway loses only work), and at exit at the latest.
 """
 
 from __future__ import annotations
@@ -29,14 +30,14 @@ def start_compiling() -> None:
         if _checked:
             return
         _checked = True
-        from ._jit import cache_is_warm
+        from ._jit import CACHE, WHY_COMPILE, cache_is_warm
         from .linear import jitted
 
         if cache_is_warm(jitted):
             return
         print(
-            "tinyvit-engine: compiling the kernels for this CPU, once (under a minute; later runs load them from "
-            "Numba's cache)",
+            f"tinyvit-engine: compiling the kernels for this CPU, once ({WHY_COMPILE or 'none are cached yet'}; under "
+            f"a minute, and later runs load them from {CACHE or 'Numba’s cache'})",
             file=sys.stderr,
             flush=True,
         )

@@ -10,12 +10,14 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+MESSAGE = "compiling the kernels for this CPU"
 README = (ROOT / "README.md").read_text()
 
 
@@ -82,32 +84,69 @@ def test_readme_python_snippet_runs_from_the_root(index):
 
 
 @pytest.mark.slow
-def test_readme_first_command_then_everything_from_the_clone_root(tmp_path):
-    """README's first command into a fresh venv (non-editable), then, from the clone's root: the CLI, README's Python
-    snippets, and every documented `python -m tinyvit_engine...` command."""
-    clone = _copy_checkout(tmp_path / "tinyvit-engine")
-    env_dir = tmp_path / "venv"
+def test_readme_first_command_then_everything_from_the_clone_root():
+    """README's first command into a fresh venv (non-editable), then, from the clone's root: the CLI (compiling
+    nothing: the kernels ship), README's Python snippets, and every documented `python -m tinyvit_engine...` command;
+    then the installed package, not writable, run by a user who is not root (a container's usual set-up)."""
+    base = Path(tempfile.mkdtemp(prefix="tinyvit-clone-", dir="/tmp"))  # readable by the other user
+    try:
+        base.chmod(0o755)
+        _fresh_install_from_the_root(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _fresh_install_from_the_root(base: Path) -> None:
+    clone = _copy_checkout(base / "tinyvit-engine")
+    env_dir = base / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PATH": f"{env_dir / 'bin'}:{os.environ['PATH']}"}
-    env.pop("PYTHONPATH", None)
+    for variable in ("PYTHONPATH", "TINYVIT_CACHE_DIR", "NUMBA_CACHE_DIR", "TINYVIT_TARGET", "TINYVIT_TILE_ROWS"):
+        env.pop(variable, None)
+    env["XDG_CACHE_HOME"] = str(base / "root-cache")  # a fresh cache, as on a fresh machine
 
-    def run(*command: str, cwd: Path = clone) -> str:
+    def run(*command: str, cwd: Path = clone) -> subprocess.CompletedProcess:
         done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
         assert done.returncode == 0, f"{command}: {done.stderr[-3000:]}"
-        return done.stdout
+        return done
 
     run(str(python), "-m", "pip", "install", "--quiet", ".")
     assert not (clone / "tinyvit_engine" / "kernels").exists()  # the clone stays as it was: kernels/ at the root
-    installed = run(str(python), "-c", "import tinyvit_engine, tinyvit_engine.kernels as k; print(k.__file__)")
-    assert Path(installed.strip()) == clone / "kernels" / "__init__.py"
+    first = run("tinyvit", "classify", "examples/digit-3.png", "--top-k", "3")
+    assert "examples/digit-3.png: 3 (" in first.stdout
+    assert MESSAGE not in first.stderr, "the first run compiled: the shipped kernels did not serve"
+    code = "import tinyvit_engine, tinyvit_engine.kernels as k; print(k.__file__)"
+    assert Path(run(str(python), "-c", code).stdout.strip()) == clone / "kernels" / "__init__.py"
     run(str(python), "-m", "tinyvit_engine.kernels.warm")
-    assert "def product_" in run(str(python), "-m", "tinyvit_engine.kernels._tilegen")
-    assert "examples/digit-3.png: 3 (" in run("tinyvit", "classify", "examples/digit-3.png", "--top-k", "3")
-    assert "3 (" in run(str(python), "-m", "tinyvit_engine", "classify", "examples/digit-3.png", "--threads", "1")
-    assert "--quick" in run(str(python), "-m", "tinyvit_engine.bench", "--help")
+    assert "def product_" in run(str(python), "-m", "tinyvit_engine.kernels._tilegen").stdout
+    assert (
+        "3 (" in run(str(python), "-m", "tinyvit_engine", "classify", "examples/digit-3.png", "--threads", "1").stdout
+    )
+    assert "--quick" in run(str(python), "-m", "tinyvit_engine.bench", "--help").stdout
     for snippet in python_snippets():
         run(str(python), "-c", snippet)
-    # and away from the root, the installed package (with its own kernels/ inside) is what imports
-    elsewhere = run(str(python), "-c", "import tinyvit_engine.kernels as k; print(k.__file__)", cwd=tmp_path)
-    assert "site-packages" in elsewhere
+    # away from the root, the installed package (with its own kernels/ inside) is what imports
+    site = Path(run(str(python), "-c", code, cwd=base).stdout.strip()).parent.parent
+    assert site.name == "tinyvit_engine" and "site-packages" in str(site)
+
+    # the install is not writable by the one who runs it: root's files run by another user, or made read-only
+    image = str(clone / "examples" / "digit-3.png")
+    if os.geteuid() == 0:
+        user = "tinyvit-test"
+        if subprocess.run(["id", user], capture_output=True).returncode != 0:
+            subprocess.run(["useradd", "--create-home", user], check=True)
+        home = Path(f"/home/{user}")
+        shutil.rmtree(home / ".cache", ignore_errors=True)
+        as_user = ["runuser", "-u", user, "--", "env", f"HOME={home}", "-u", "XDG_CACHE_HOME"]
+    else:
+        home = base / "home"
+        subprocess.run(["chmod", "-R", "a-w", str(site)], check=True)
+        as_user = ["env", f"HOME={home}", "-u", "XDG_CACHE_HOME"]
+    try:
+        other = run(*as_user, str(env_dir / "bin" / "tinyvit"), "classify", image, cwd=base)
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(site)], check=True)
+    assert "digit-3.png: 3 (" in other.stdout and MESSAGE not in other.stderr, other.stderr
+    assert list((home / ".cache" / "tinyvit-engine").glob("x86-64-v3-*/manifest.json"))
+    assert not list(site.rglob("*.nbi")) or all("_compiled" in str(p) for p in site.rglob("*.nbi"))

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-CONTENDERS = ("engine", "torch", "ort", "openvino")
+CONTENDERS = ("engine", "host", "torch", "ort", "openvino")  # host: the engine compiled for this CPU (--host-tuned)
 PEERS = {"torch": "PyTorch", "ort": "ORT", "openvino": "OpenVINO"}  # the table quotes the engine against each
 OPTIONAL = {"ort": "onnxruntime", "openvino": "openvino"}  # contender -> the module it needs, skipped by --no-<name>
 PAUSE = 0.3  # seconds between contenders, so the last one's spinning thread pool is asleep before the next starts
@@ -135,7 +135,8 @@ def worker(kind: str) -> None:
 
 def _runner(kind: str, paths: dict[str, str], x: np.ndarray, threads: int):
     """A function computing the logits of `x`, set up in this worker process."""
-    return {"engine": _engine, "torch": _torch, "ort": _ort, "openvino": _openvino}[kind](paths, x, threads)
+    runners = {"engine": _engine, "host": _engine, "torch": _torch, "ort": _ort, "openvino": _openvino}
+    return runners[kind](paths, x, threads)
 
 
 def _engine(paths: dict[str, str], x: np.ndarray, threads: int):
@@ -192,6 +193,8 @@ def _openvino(paths: dict[str, str], x: np.ndarray, threads: int):
 class Worker:
     def __init__(self, kind: str, threads: int) -> None:
         env = {**os.environ, "TINYVIT_BENCH_THREADS": str(threads)}
+        if kind == "host":  # the engine's kernels compiled for this CPU, not the shipped portable ones
+            env["TINYVIT_TARGET"] = "host"
         for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = str(threads)
         self.proc = subprocess.Popen(
@@ -237,7 +240,7 @@ def measure(
             try:
                 w.ask(cmd="load", model=name, batch=batch, paths=paths, output=str(out))
             except RuntimeError:
-                if k in ("engine", "torch"):
+                if k in ("engine", "host", "torch"):
                     raise
                 print(f"{name}: {k} failed to load or run this model; left out of this row", file=sys.stderr)
                 w.close()
@@ -249,7 +252,7 @@ def measure(
         for k, err in errors.items():
             if err < 2e-4:
                 continue
-            if k == "engine":
+            if k in ("engine", "host"):
                 raise RuntimeError(
                     f"{name}: the engine differs from PyTorch (max relative error {err:.2e}); not timing"
                 )
@@ -276,15 +279,16 @@ def measure(
 
 
 def cold_start(engine_file: str, image: str) -> dict:
-    """import + load + first classification in a fresh process: with an empty Numba cache, then a warm one."""
+    """import + load + first classification in a fresh process: with an empty cache (the shipped kernels copied in),
+    then a warm one; and with an empty cache compiling for this CPU (TINYVIT_TARGET=host), as where none ship."""
     code = f"import tinyvit_engine as tve; m = tve.load({engine_file!r}); m.classify({image!r})"
-    with tempfile.TemporaryDirectory() as cache:
-        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
-        result = {}
-        for key in ("empty_cache_s", "warm_cache_s"):
-            start = time.perf_counter()
-            subprocess.run([sys.executable, "-c", code], env=env, check=True)
-            result[key] = time.perf_counter() - start
+    result = {}
+    for key, env in (("empty_cache_s", {}), ("warm_cache_s", {}), ("compiling_s", {"TINYVIT_TARGET": "host"})):
+        if key != "warm_cache_s":
+            cache = tempfile.mkdtemp()
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], env={**os.environ, "TINYVIT_CACHE_DIR": cache, **env}, check=True)
+        result[key] = time.perf_counter() - start
     return result
 
 
@@ -377,14 +381,17 @@ def machine() -> str:
 
 
 def table(results: list[dict]) -> str:
-    """Markdown rows: median (10-90% spread) ms of every contender, then the engine's time over each peer's."""
+    """Markdown rows: median (10-90% spread) ms of every contender, then the engine's time over each peer's (and
+    over the host-tuned engine's, when it ran)."""
+    peers = {**({"host": "host-tuned"} if any("host" in r for r in results) else {}), **PEERS}
+    shown = [k for k in CONTENDERS if k == "engine" or k in peers]
     columns = ["model", "batch", "threads", "engine ms"]
-    columns += [f"{label} ms" for label in PEERS.values()] + [f"engine/{label}" for label in PEERS.values()]
+    columns += [f"{label} ms" for label in peers.values()] + [f"engine/{label}" for label in peers.values()]
     rows = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
     for r in results:
         e = r["engine"]["median"]
-        cell = {k: f"{r[k]['median']:.1f} ({r[k]['p10']:.1f}-{r[k]['p90']:.1f})" if k in r else "-" for k in CONTENDERS}
-        ratio = {k: f"{e / r[k]['median']:.2f}" if k in r else "-" for k in PEERS}
+        cell = {k: f"{r[k]['median']:.1f} ({r[k]['p10']:.1f}-{r[k]['p90']:.1f})" if k in r else "-" for k in shown}
+        ratio = {k: f"{e / r[k]['median']:.2f}" if k in r else "-" for k in peers}
         cells = [r["model"], r["batch"], r["threads"], *cell.values(), *ratio.values()]
         rows.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(rows)
@@ -401,6 +408,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="xx-small, batch 1, 2 threads, few iterations")
     p.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
     p.add_argument("--no-openvino", action="store_true", help="skip OpenVINO")
+    p.add_argument(
+        "--host-tuned",
+        action="store_true",
+        help="also time the engine compiled for this CPU (TINYVIT_TARGET=host) against the shipped kernels",
+    )
     p.add_argument("--markdown", help="also write the results table to this file")
     p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "tinyvit-bench"))
     p.add_argument("--profile", metavar="MODEL", choices=list(MODELS), help="per-node roofline of one model")
@@ -419,7 +431,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.models, args.batch, args.threads = ["mobilevit-xx-small"], [1], [2]
         args.rounds, args.per_round, args.warmup = 2, 3, 2
-    skipped = {k for k in OPTIONAL if getattr(args, f"no_{k}")}
+    skipped = {k for k in OPTIONAL if getattr(args, f"no_{k}")} | (set() if args.host_tuned else {"host"})
     contenders = tuple(k for k in CONTENDERS if k not in skipped)
     for k in contenders:
         if k in OPTIONAL:
@@ -453,7 +465,8 @@ def main(argv: list[str] | None = None) -> None:
             table(results),
             "",
             f"Cold start of mobilevit-xx-small (fresh process: import + load + first classify of a 640x480 image): "
-            f"{cold['empty_cache_s']:.2f} s with an empty Numba cache, {cold['warm_cache_s']:.2f} s with a warm one.",
+            f"{cold['empty_cache_s']:.2f} s with an empty cache (the shipped kernels), {cold['warm_cache_s']:.2f} s "
+            f"with a warm one, {cold['compiling_s']:.2f} s compiling for this CPU (TINYVIT_TARGET=host).",
             f"Peak RSS of `tinyvit classify` on mobilevit-xx-small: {rss:.0f} MB.",
         ]
     )

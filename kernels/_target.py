@@ -1,0 +1,207 @@
+"""Which machine code the kernels run, and where it is kept: compiled kernels that ship, and a cache per user.
+
+Numba compiles for the host CPU by default, at a kernel's first call, and caches the code beside the source. A
+fresh machine (a container, a board of an edge fleet) would pay that compile before its first answer: 20-30 s on
+two x86-64 cores, six minutes under arm64 emulation. So the kernels are compiled ahead, for portable targets, and
+ship with the engine:
+
+- TARGET is a portable target where this machine has one and the CPU can run it: "x86-64-v3" (LLVM's x86-64-v3:
+  AVX2, FMA, BMI2, F16C, ...: every x86-64 CPU since Intel Haswell and AMD Zen) or "aarch64" (ARMv8-A, whose NEON
+  and FMA every 64-bit ARM CPU has). Otherwise, or when asked (TINYVIT_TARGET=host, or NUMBA_CPU_NAME set), it is
+  the host CPU, compiled on first use as before: a CPU without AVX2 or FMA, another architecture, another Python
+  minor or Numba release than the shipped files were built with (their file names and index say which), or Numba
+  already compiling for the host in this process. WHY_COMPILE says which, and the first run says it once.
+- The tile shape follows the target (tile_rows): 6-row product tiles where the target has AVX-512's 32 vector
+  registers (host-tuned AVX-512 CPUs), else 3 rows. TINYVIT_TILE_ROWS=3|6 forces one (the tests run both).
+- stamp() ties compiled code to everything it was made from: the kernel library's sources, the target (name, CPU,
+  features) and the tile rows. Numba checks only a kernel's own file; an edit to a tile must reach its callers.
+- SHIPPED/<tag>/ holds the compiled kernels of one target for one Python minor and one Numba release, with a
+  manifest.json naming its stamp (`python -m tinyvit_engine.kernels.build` makes them; a test fails when they are
+  stale). They are read, never written.
+- cache_dir() is where this process's kernels load and compile: <cache>/tinyvit-engine/<tag>-<stamp>/, <cache>
+  being TINYVIT_CACHE_DIR, NUMBA_CACHE_DIR, XDG_CACHE_HOME or ~/.cache (a temporary directory if none is
+  writable). One directory per user, target and stamp, so an install owned by root, a second user, machines sharing
+  a home directory, or an edited kernel never meet code that is not theirs. On first use the shipped files of this
+  tag and stamp are copied in (2 MB, milliseconds); from then on Numba loads them like any cache entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import llvmlite.binding as llvm
+import numba
+
+HERE = Path(__file__).resolve().parent
+SHIPPED = HERE / "_compiled"
+# no jitted code in these, so not in the stamp (this file's choices enter it as the target and the tile rows)
+NOT_STAMPED = {"warm.py", "coldstart.py", "build.py", "_target.py"}
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str  # "x86-64-v3", "aarch64" or "host"
+    cpu: str  # LLVM's CPU name
+    features: str  # LLVM's feature string ("": the CPU name's own)
+
+
+# machine -> the portable target, and the host CPU features it needs (x86-64-v3's, as LLVM names them)
+PORTABLE = {
+    "x86_64": (Target("x86-64-v3", "x86-64-v3", ""), ("avx", "avx2", "bmi", "bmi2", "f16c", "fma", "lzcnt", "movbe")),
+    "aarch64": (Target("aarch64", "generic", ""), ()),
+}
+
+
+def host() -> Target:
+    return Target("host", llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten())
+
+
+def machine() -> str:
+    m = platform.machine().lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(m, m)
+
+
+def choose(numba_busy: bool) -> tuple[Target, str]:
+    """(the target, why it is the host CPU's: "" for a portable one). numba_busy: Numba has compiled in this
+    process already, for the host CPU (its target machine is made once)."""
+    asked = os.environ.get("TINYVIT_TARGET", "portable")
+    if asked not in ("portable", "host"):
+        raise ValueError(f"TINYVIT_TARGET={asked!r}: expected 'portable' (the default) or 'host'")
+    if asked == "host":
+        return host(), "TINYVIT_TARGET=host asks for kernels tuned to this CPU"
+    if machine() not in PORTABLE:
+        return host(), f"no compiled kernels ship for {machine()}"
+    portable, needs = PORTABLE[machine()]
+    chosen = (os.environ.get("NUMBA_CPU_NAME"), os.environ.get("NUMBA_CPU_FEATURES"))
+    if chosen != (None, None) and chosen != (portable.cpu, portable.features):  # (ours, in a compiling helper)
+        return host(), "NUMBA_CPU_NAME / NUMBA_CPU_FEATURES choose the CPU"
+    features = set(llvm.get_host_cpu_features().flatten().split(","))
+    missing = [f for f in needs if f"+{f}" not in features]
+    if missing:
+        return host(), f"this CPU lacks {', '.join(missing).upper()}, which the shipped {portable.name} kernels use"
+    if numba_busy:
+        return host(), "Numba compiled for this CPU in this process before tinyvit_engine was imported"
+    return portable, ""
+
+
+def apply(target: Target) -> None:
+    """Make Numba compile (and look up its cache) for `target`: its CPU name and features, as the NUMBA_CPU_NAME
+    and NUMBA_CPU_FEATURES variables would, set in the environment too, so Numba's re-reading of it keeps them and
+    the compiling helper (kernels/warm.py in a second process) makes the same choice."""
+    if target.name == "host":
+        return
+    os.environ["NUMBA_CPU_NAME"], os.environ["NUMBA_CPU_FEATURES"] = target.cpu, target.features
+    numba.config.CPU_NAME, numba.config.CPU_FEATURES = target.cpu, target.features
+
+
+def tile_rows(target: Target) -> int:
+    """Rows of the wide product tile: 6 where the target has AVX-512's 32 vector registers, else 3 (_gemm.py)."""
+    forced = os.environ.get("TINYVIT_TILE_ROWS")
+    if forced is not None:
+        if forced not in ("3", "6"):
+            raise ValueError(f"TINYVIT_TILE_ROWS={forced!r}: expected 3 or 6")
+        return int(forced)
+    return 6 if "+avx512f" in target.features.split(",") else 3
+
+
+def stamp(target: Target) -> str:
+    """A digest of everything the compiled kernels of `target` are made from."""
+    digest = hashlib.sha256(json.dumps([asdict(target), tile_rows(target)]).encode())
+    for path in sorted(HERE.glob("*.py")):
+        if path.name not in NOT_STAMPED:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def tag(target: Target) -> str:
+    return f"{target.name}-py{sys.version_info[0]}{sys.version_info[1]}-numba{numba.__version__}"
+
+
+def manifest(target: Target) -> dict:
+    return {
+        "target": asdict(target),
+        "tile_rows": tile_rows(target),
+        "python": f"{sys.version_info[0]}.{sys.version_info[1]}",
+        "numba": numba.__version__,
+        "stamp": stamp(target),
+    }
+
+
+def shipped(target: Target) -> Path | None:
+    """The shipped compiled kernels of `target` for this Python and Numba, if they are current."""
+    folder = SHIPPED / tag(target)
+    try:
+        ok = json.loads((folder / "manifest.json").read_text())["stamp"] == stamp(target)
+    except (OSError, ValueError, KeyError):
+        return None
+    return folder if ok and target.name != "host" else None
+
+
+def why_not_shipped(target: Target) -> str:
+    """Why the shipped kernels cannot serve a portable target: another Python or Numba, or edited sources."""
+    built = [json.loads(m.read_text()) for m in sorted(SHIPPED.glob(f"{target.name}-*/manifest.json"))]
+    if not built:
+        return f"no compiled kernels ship for {target.name}"
+    ours, theirs = manifest(target), built[-1]
+    if (theirs["python"], theirs["numba"]) != (ours["python"], ours["numba"]):
+        return (
+            f"the shipped {target.name} kernels are for Python {theirs['python']} with Numba {theirs['numba']}, "
+            f"this is Python {ours['python']} with Numba {ours['numba']}"
+        )
+    return "the kernels' sources changed since the shipped ones were built (python -m tinyvit_engine.kernels.build)"
+
+
+def _cache_root() -> Path:
+    for variable in ("TINYVIT_CACHE_DIR", "NUMBA_CACHE_DIR"):
+        if os.environ.get(variable):
+            return Path(os.environ[variable])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tinyvit-engine"
+
+
+def cache_dir(target: Target) -> Path:
+    """This process's kernel cache (see the module's docstring), the shipped kernels copied in on first use."""
+    if os.environ.get("TINYVIT_BUILD_INTO"):  # kernels/build.py: compile from nothing into this directory
+        folder = Path(os.environ["TINYVIT_BUILD_INTO"])
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "manifest.json").write_text(json.dumps(manifest(target), indent=1) + "\n")
+        return folder
+    name = f"{tag(target)}-{stamp(target)}"
+    for root in (_cache_root(), Path(tempfile.gettempdir()) / f"tinyvit-engine-{os.getuid()}"):
+        folder = root / name
+        try:
+            _fill(folder, target)
+            probe = tempfile.TemporaryFile(dir=folder)  # writable: Numba writes what it compiles here
+            probe.close()
+            return folder
+        except OSError:
+            continue
+    raise OSError(f"no writable directory for the compiled kernels (set TINYVIT_CACHE_DIR): tried {_cache_root()}")
+
+
+def _fill(folder: Path, target: Target) -> None:
+    """Make the cache directory, with the shipped kernels in it if they are current (copied once: its manifest says
+    whether they are in; each file is copied under a temporary name and renamed, so a reader never sees half)."""
+    source = shipped(target)
+    record = folder / "manifest.json"
+    try:
+        if json.loads(record.read_text()).get("shipped") == (source is not None):
+            return
+    except (OSError, ValueError, AttributeError):
+        pass
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in source.iterdir() if source is not None else ():
+        if f.name != "manifest.json":
+            partial = folder / f".{f.name}.{os.getpid()}.part"
+            shutil.copyfile(f, partial)
+            os.replace(partial, folder / f.name)
+    partial = folder / f".manifest.{os.getpid()}.part"
+    partial.write_text(json.dumps({**manifest(target), "shipped": source is not None}, indent=1) + "\n")
+    os.replace(partial, record)
