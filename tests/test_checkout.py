@@ -138,11 +138,11 @@ def _fresh_install_from_the_root(base: Path) -> None:
             subprocess.run(["useradd", "--create-home", user], check=True)
         home = Path(f"/home/{user}")
         shutil.rmtree(home / ".cache", ignore_errors=True)
-        as_user = ["runuser", "-u", user, "--", "env", f"HOME={home}", "-u", "XDG_CACHE_HOME"]
+        as_user = ["runuser", "-u", user, "--", "env", "-u", "XDG_CACHE_HOME", f"HOME={home}"]
     else:
         home = base / "home"
         subprocess.run(["chmod", "-R", "a-w", str(site)], check=True)
-        as_user = ["env", f"HOME={home}", "-u", "XDG_CACHE_HOME"]
+        as_user = ["env", "-u", "XDG_CACHE_HOME", f"HOME={home}"]
     try:
         other = run(*as_user, str(env_dir / "bin" / "tinyvit"), "classify", image, cwd=base)
     finally:
