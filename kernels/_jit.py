@@ -134,8 +134,6 @@ def _use_cache(folder: Path) -> None:
 if MODE == "tuned":
     TARGET, WHY_COMPILE = _target.choose(_numba_busy())
     _target.apply(TARGET)
-    if not WHY_COMPILE and _target.shipped(TARGET) is None:
-        WHY_COMPILE = _target.why_not_shipped(TARGET)
     STAMP = _target.stamp(TARGET)
     CACHE = _target.cache_dir(TARGET)
     _use_cache(CACHE)

@@ -5,14 +5,15 @@ fresh machine (a container, a board of an edge fleet) would pay that compile bef
 two x86-64 cores, six minutes under arm64 emulation. So the kernels are compiled ahead, for portable targets, and
 ship with the engine:
 
-- TARGET is a portable target where this machine has one and the CPU can run it: "x86-64-v3" (LLVM's x86-64-v3:
-  AVX2, FMA, BMI2, F16C, ...: every x86-64 CPU since Intel Haswell and AMD Zen) or "aarch64" (ARMv8-A, whose NEON
-  and FMA every 64-bit ARM CPU has). Otherwise, or when asked (TINYVIT_TARGET=host, or NUMBA_CPU_NAME set), it is
-  the host CPU, compiled on first use as before: a CPU without AVX2 or FMA, another architecture, another Python
-  minor or Numba release than the shipped files were built with (their file names and index say which), or Numba
-  already compiling for the host in this process. WHY_COMPILE says which, and the first run says it once.
+- TARGET is the best portable target this CPU can run: "x86-64-v4" (AVX-512 F/BW/CD/DQ/VL: Intel Skylake-SP and
+  later Xeons, AMD Zen 4), "x86-64-v3" (AVX2, FMA, BMI2, F16C: every x86-64 CPU since Intel Haswell and AMD Zen),
+  "aarch64" (ARMv8-A, whose NEON and FMA every 64-bit ARM CPU has), preferring one whose shipped kernels are
+  current. Otherwise, or when asked (TINYVIT_TARGET=host, or NUMBA_CPU_NAME set), it is the host CPU, compiled on
+  first use as before: a CPU without AVX2 or FMA, another architecture, or Numba already compiling for the host in
+  this process. Another Python minor or Numba release than the shipped files were built with (their names and
+  index say which) compiles the portable target on first use. WHY_COMPILE says why, and the first run says it once.
 - The tile shape follows the target (tile_rows): 6-row product tiles where the target has AVX-512's 32 vector
-  registers (host-tuned AVX-512 CPUs), else 3 rows. TINYVIT_TILE_ROWS=3|6 forces one (the tests run both).
+  registers (x86-64-v4, or a host with AVX-512), else 3 rows. TINYVIT_TILE_ROWS=3|6 forces one (tests run both).
 - stamp() ties compiled code to everything it was made from: the kernel library's sources, the target (name, CPU,
   features) and the tile rows. Numba checks only a kernel's own file; an edit to a tile must reach its callers.
 - SHIPPED/<tag>/ holds the compiled kernels of one target for one Python minor and one Numba release, with a
@@ -53,10 +54,12 @@ class Target:
     features: str  # LLVM's feature string ("": the CPU name's own)
 
 
-# machine -> the portable target, and the host CPU features it needs (x86-64-v3's, as LLVM names them)
+V3 = ("avx", "avx2", "bmi", "bmi2", "f16c", "fma", "lzcnt", "movbe")  # x86-64-v3's features, as LLVM names them
+V4 = V3 + ("avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl")
+# machine -> its portable targets, best first, each with the host CPU features it needs
 PORTABLE = {
-    "x86_64": (Target("x86-64-v3", "x86-64-v3", ""), ("avx", "avx2", "bmi", "bmi2", "f16c", "fma", "lzcnt", "movbe")),
-    "aarch64": (Target("aarch64", "generic", ""), ()),
+    "x86_64": [(Target("x86-64-v4", "x86-64-v4", ""), V4), (Target("x86-64-v3", "x86-64-v3", ""), V3)],
+    "aarch64": [(Target("aarch64", "generic", ""), ())],
 }
 
 
@@ -70,36 +73,52 @@ def machine() -> str:
 
 
 def choose(numba_busy: bool) -> tuple[Target, str]:
-    """(the target, why it is the host CPU's: "" for a portable one). numba_busy: Numba has compiled in this
-    process already, for the host CPU (its target machine is made once)."""
+    """(the target, why the kernels must compile for it: "" when its shipped kernels serve). numba_busy: Numba has
+    compiled in this process already, for the host CPU (its target machine is made once).
+
+    The best portable target this CPU can run whose shipped kernels are current; else the best it can run (compiled
+    into the cache on first use); else the host. TINYVIT_TARGET=host, or the name of a portable target, chooses."""
     asked = os.environ.get("TINYVIT_TARGET", "portable")
-    if asked not in ("portable", "host"):
-        raise ValueError(f"TINYVIT_TARGET={asked!r}: expected 'portable' (the default) or 'host'")
+    names = [t.name for ts in PORTABLE.values() for t, _ in ts]
+    if asked not in ("portable", "host", *names):
+        raise ValueError(f"TINYVIT_TARGET={asked!r}: expected portable (the default), host, or one of {names}")
     if asked == "host":
         return host(), "TINYVIT_TARGET=host asks for kernels tuned to this CPU"
-    if machine() not in PORTABLE:
+    candidates = PORTABLE.get(machine(), [])
+    if not candidates:
         return host(), f"no compiled kernels ship for {machine()}"
-    portable, needs = PORTABLE[machine()]
-    chosen = (os.environ.get("NUMBA_CPU_NAME"), os.environ.get("NUMBA_CPU_FEATURES"))
-    if chosen != (None, None) and chosen != (portable.cpu, portable.features):  # (ours, in a compiling helper)
-        return host(), "NUMBA_CPU_NAME / NUMBA_CPU_FEATURES choose the CPU"
     features = set(llvm.get_host_cpu_features().flatten().split(","))
-    missing = [f for f in needs if f"+{f}" not in features]
-    if missing:
-        return host(), f"this CPU lacks {', '.join(missing).upper()}, which the shipped {portable.name} kernels use"
+    runnable = [t for t, needs in candidates if all(f"+{f}" in features for f in needs)]
+    if asked != "portable":
+        runnable = [t for t in runnable if t.name == asked]
+    if not runnable:
+        wanted, needs = next((t, n) for t, n in reversed(candidates) if asked in ("portable", t.name))
+        missing = ", ".join(f for f in needs if f"+{f}" not in features).upper()
+        return host(), f"this CPU lacks {missing}, which the shipped {wanted.name} kernels use"
+    chosen = (os.environ.get("NUMBA_CPU_NAME"), os.environ.get("NUMBA_CPU_FEATURES"))
+    if chosen != (None, None):  # ours, inherited by a compiling helper; else the user's own choice of CPU
+        runnable = [t for t in runnable if (t.cpu, t.features) == chosen]
+        if not runnable:
+            return host(), "NUMBA_CPU_NAME / NUMBA_CPU_FEATURES choose the CPU"
     if numba_busy:
         return host(), "Numba compiled for this CPU in this process before tinyvit_engine was imported"
-    return portable, ""
+    served = [t for t in runnable if shipped(t) is not None]
+    return (served[0], "") if served else (runnable[0], why_not_shipped(runnable[0]))
 
 
 def apply(target: Target) -> None:
     """Make Numba compile (and look up its cache) for `target`: its CPU name and features, as the NUMBA_CPU_NAME
     and NUMBA_CPU_FEATURES variables would, set in the environment too, so Numba's re-reading of it keeps them and
-    the compiling helper (kernels/warm.py in a second process) makes the same choice."""
-    if target.name == "host":
+    the compiling helper (kernels/warm.py in a second process) makes the same choice. For the host, a portable
+    choice inherited from a parent process (which set them so) is taken back."""
+    if target.name != "host":
+        os.environ["NUMBA_CPU_NAME"], os.environ["NUMBA_CPU_FEATURES"] = target.cpu, target.features
+        numba.config.CPU_NAME, numba.config.CPU_FEATURES = target.cpu, target.features
         return
-    os.environ["NUMBA_CPU_NAME"], os.environ["NUMBA_CPU_FEATURES"] = target.cpu, target.features
-    numba.config.CPU_NAME, numba.config.CPU_FEATURES = target.cpu, target.features
+    inherited = (os.environ.get("NUMBA_CPU_NAME"), os.environ.get("NUMBA_CPU_FEATURES"))
+    if inherited in {(t.cpu, t.features) for ts in PORTABLE.values() for t, _ in ts}:
+        del os.environ["NUMBA_CPU_NAME"], os.environ["NUMBA_CPU_FEATURES"]
+        numba.config.CPU_NAME = numba.config.CPU_FEATURES = None
 
 
 def tile_rows(target: Target) -> int:
@@ -109,7 +128,7 @@ def tile_rows(target: Target) -> int:
         if forced not in ("3", "6"):
             raise ValueError(f"TINYVIT_TILE_ROWS={forced!r}: expected 3 or 6")
         return int(forced)
-    return 6 if "+avx512f" in target.features.split(",") else 3
+    return 6 if target.name == "x86-64-v4" or "+avx512f" in target.features.split(",") else 3
 
 
 def stamp(target: Target) -> str:

@@ -1,14 +1,16 @@
 """Build the compiled kernels that ship with the engine: `python -m tinyvit_engine.kernels.build`.
 
-    python -m tinyvit_engine.kernels.build            # this machine's portable target (x86-64-v3 on x86-64)
+    python -m tinyvit_engine.kernels.build            # this machine's targets (x86-64-v3, and v4 on AVX-512)
     python -m tinyvit_engine.kernels.build --check    # exit 1 if a shipped target is stale (CI runs this as a test)
     python tools/arm64.py --build-kernels             # aarch64, under the emulator (about 6 minutes)
 
 It compiles every kernel that kernels/warm.py lists (what the models run: a test holds the list to them), from
-nothing, in a fresh process, for the portable target (_target.py), and replaces kernels/_compiled/<target>-py<XY>-
-numba<V>/ (or OUT/<...> with --out) with the result: Numba's cache files and a manifest.json naming the Python, the
-Numba release, the target and the stamp of the sources they were built from. Other Python or Numba versions of the
-same target are removed: one build per target ships. Commit the result with the kernel change that needed it.
+nothing, in a fresh process per portable target of this machine that its CPU can run (_target.py), and replaces
+kernels/_compiled/<target>-py<XY>-numba<V>/ (or OUT/<...> with --out) with the result: Numba's cache files and a
+manifest.json naming the Python, the Numba release, the target and the stamp of the sources they were built from.
+Other Python or Numba versions of the same target are removed: one build per target ships. A stale target this
+machine cannot build (x86-64-v4 on a CPU without AVX-512) is removed, and says so: its CPUs run the next target's
+kernels until an AVX-512 machine rebuilds it. Commit the result with the kernel change that needed it.
 """
 
 from __future__ import annotations
@@ -34,20 +36,33 @@ def stale() -> list[str]:
         built = json.loads(manifest.read_text())
         target = _target.Target(**built["target"])
         if built["stamp"] != _target.stamp(target):
-            out.append(f"{manifest.parent.name}: built from other sources; rebuild it ({__doc__.splitlines()[2]})")
+            how = (
+                "tools/arm64.py --build-kernels"
+                if target.name == "aarch64"
+                else "python -m tinyvit_engine.kernels.build"
+            )
+            out.append(f"{manifest.parent.name}: built from other sources; rebuild it ({how})")
     return out
 
 
-def build(out: Path) -> Path:
+def build(name: str, out: Path) -> Path:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_CPU_", "TINYVIT_"))}
+    env["TINYVIT_TARGET"] = name
     with tempfile.TemporaryDirectory() as tmp:
         env["TINYVIT_BUILD_INTO"] = tmp
         done = subprocess.run([sys.executable, "-c", REPORT], env=env, capture_output=True, text=True, check=True)
-        name, why = json.loads(done.stdout.splitlines()[-1])
-        if name == "host":
-            raise SystemExit(f"no portable target to build on this machine: {why}")
+        chosen, why = json.loads(done.stdout.splitlines()[-1])
+        if chosen != name:
+            raise SystemExit(f"cannot build {name} here: {why}")
         subprocess.run([sys.executable, "-m", "tinyvit_engine.kernels.warm"], env=env, check=True)
         return install(Path(tmp), out)
+
+
+def buildable() -> list[str]:
+    """This machine's portable targets that its CPU can run (and so run warm.py for)."""
+    features = set(_target.llvm.get_host_cpu_features().flatten().split(","))
+    targets = _target.PORTABLE.get(_target.machine(), [])
+    return [t.name for t, needs in targets if all(f"+{f}" in features for f in needs)]
 
 
 def install(built: Path, out: Path) -> Path:
@@ -71,9 +86,21 @@ def main() -> None:
         problems = stale()
         print("\n".join(problems) or "every shipped target is current")
         raise SystemExit(1 if problems else 0)
-    folder = build(args.out)
-    files = list(folder.iterdir())
-    print(f"{folder}: {len(files)} files, {sum(f.stat().st_size for f in files) / 1e6:.1f} MB")
+    names = buildable()
+    if not names:
+        raise SystemExit(f"no portable target this machine can build ({_target.machine()})")
+    for name in names:
+        folder = build(name, args.out)
+        files = list(folder.iterdir())
+        print(f"{folder}: {len(files)} files, {sum(f.stat().st_size for f in files) / 1e6:.1f} MB")
+    ours = {t.name for t, _ in _target.PORTABLE.get(_target.machine(), [])} - set(names)  # this CPU cannot run
+    for problem in stale():
+        folder = args.out / problem.split(":")[0]
+        if folder.name.split("-py")[0] in ours:
+            shutil.rmtree(folder)
+            print(f"removed {folder.name}: stale, and this CPU cannot run it to rebuild it")
+        else:
+            print(f"still stale: {problem}")
 
 
 if __name__ == "__main__":
