@@ -35,6 +35,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -63,6 +64,10 @@ PORTABLE = {
 }
 
 
+def _warn(message: str) -> None:
+    warnings.warn(f"tinyvit-engine: {message}", RuntimeWarning, stacklevel=3)
+
+
 def host() -> Target:
     return Target("host", llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten())
 
@@ -81,7 +86,8 @@ def choose(numba_busy: bool) -> tuple[Target, str]:
     asked = os.environ.get("TINYVIT_TARGET", "portable")
     names = [t.name for ts in PORTABLE.values() for t, _ in ts]
     if asked not in ("portable", "host", *names):
-        raise ValueError(f"TINYVIT_TARGET={asked!r}: expected portable (the default), host, or one of {names}")
+        _warn(f"TINYVIT_TARGET={asked!r:.40} is none of portable, host, {', '.join(names)}; using portable")
+        asked = "portable"
     if asked == "host":
         return host(), "TINYVIT_TARGET=host asks for kernels tuned to this CPU"
     candidates = PORTABLE.get(machine(), [])
@@ -124,10 +130,10 @@ def apply(target: Target) -> None:
 def tile_rows(target: Target) -> int:
     """Rows of the wide product tile: 6 where the target has AVX-512's 32 vector registers, else 3 (_gemm.py)."""
     forced = os.environ.get("TINYVIT_TILE_ROWS")
-    if forced is not None:
-        if forced not in ("3", "6"):
-            raise ValueError(f"TINYVIT_TILE_ROWS={forced!r}: expected 3 or 6")
+    if forced in ("3", "6"):
         return int(forced)
+    if forced is not None:
+        _warn(f"TINYVIT_TILE_ROWS={forced!r:.40} is neither 3 nor 6; the target's choice is used")
     return 6 if target.name == "x86-64-v4" or "+avx512f" in target.features.split(",") else 3
 
 

@@ -163,3 +163,13 @@ def test_a_child_asking_for_the_host_drops_the_portable_choice_it_inherited(tmp_
     env["TINYVIT_CACHE_DIR"] = str(tmp_path)
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.stdout.split() == ["host", "None"], done.stderr[-2000:]
+
+
+def test_a_bad_setting_is_named_and_the_default_used(tmp_path):
+    env = {**os.environ, "TINYVIT_TARGET": "avx9000", "TINYVIT_TILE_ROWS": "5", "TINYVIT_CACHE_DIR": str(tmp_path)}
+    code = "from tinyvit_engine.kernels import _jit, _gemm; print(_jit.TARGET.name, _gemm.ROWS)"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [_jit.TARGET.name, str(_target.tile_rows(_jit.TARGET))]
+    assert "TINYVIT_TARGET='avx9000' is none of portable, host" in done.stderr
+    assert "TINYVIT_TILE_ROWS='5' is neither 3 nor 6" in done.stderr
