@@ -164,8 +164,9 @@ def shipped(target: Target) -> Path | None:
     """The shipped compiled kernels of `target` for this Python and Numba, if they are current."""
     folder = SHIPPED / tag(target)
     try:
-        ok = json.loads((folder / "manifest.json").read_text())["stamp"] == stamp(target)
-    except (OSError, ValueError, KeyError):
+        built = json.loads((folder / "manifest.json").read_text())
+        ok = built["stamp"] == stamp(target) and built["files"] and all((folder / f).is_file() for f in built["files"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
     return folder if ok and target.name != "host" else None
 
@@ -176,6 +177,8 @@ def why_not_shipped(target: Target) -> str:
     if not built:
         return f"no compiled kernels ship for {target.name}"
     ours, theirs = manifest(target), built[-1]
+    if theirs["stamp"] == stamp(target) and (theirs["python"], theirs["numba"]) == (ours["python"], ours["numba"]):
+        return f"the shipped {target.name} kernels lack some of their files (a partial copy?)"
     if (theirs["python"], theirs["numba"]) != (ours["python"], ours["numba"]):
         return (
             f"the shipped {target.name} kernels are for Python {theirs['python']} with Numba {theirs['numba']}, "

@@ -73,8 +73,16 @@ def install(built: Path, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob(f"{name}-py*"):
         shutil.rmtree(old)
-    shutil.copytree(built, out / tag, ignore=shutil.ignore_patterns("*.tmp*", "tmp*"))
+    shutil.copytree(built, out / tag, ignore=shutil.ignore_patterns("*.tmp*", "tmp*", ".*"))
+    record_files(out / tag)
     return out / tag
+
+
+def record_files(folder: Path) -> None:
+    """List the build's files in its manifest, so that a copy missing any (say, one that git ignored) is not used."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"] = sorted(f.name for f in folder.iterdir() if f.name != "manifest.json")
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
 
 def main() -> None:

@@ -44,12 +44,21 @@ class MobileViTConfig:
     aspp_out_channels: int = 256
     atrous_rates: tuple[int, ...] = (6, 12, 18)
     problem_type: str | None = None  # how the classification pipeline turns logits into scores
+    # what a call returns when its keywords do not say (transformers' PretrainedConfig fields, as config.json sets
+    # them); these and problem_type may be set after loading (RUNTIME), the rest shape the graph and are fixed
+    output_hidden_states: bool = False
+    output_attentions: bool = False
+    return_dict: bool = True
     id2label: dict[int, str] = field(default_factory=lambda: {0: "LABEL_0", 1: "LABEL_1"})
     architecture: str = "MobileViTForImageClassification"
 
     @property
     def num_labels(self) -> int:
         return len(self.id2label)
+
+    @property
+    def use_return_dict(self) -> bool:
+        return self.return_dict
 
     @property
     def task(self) -> str:
@@ -110,6 +119,8 @@ class MobileViTConfig:
         _require(isinstance(self.qkv_bias, bool), "qkv_bias", self.qkv_bias, "true or false")
 
     def _validate_common(self) -> None:
+        for name in RUNTIME:
+            _check_runtime(name, getattr(self, name))
         _positive_int("num_channels", self.num_channels)
         _positive_int("patch_size", self.patch_size)
         _positive_int("conv_kernel_size", self.conv_kernel_size)
@@ -121,7 +132,6 @@ class MobileViTConfig:
             self.layer_norm_eps,
             "a finite number > 0",
         )
-        _require(self.problem_type in PROBLEM_TYPES, "problem_type", self.problem_type, f"one of {PROBLEM_TYPES}")
         _require(isinstance(self.output_stride, int), "output_stride", self.output_stride, "an integer")
         if self.task == "semantic-segmentation":
             _positive_int("aspp_out_channels", self.aspp_out_channels)
@@ -164,6 +174,28 @@ class MobileViTV2Config(MobileViTConfig):
             "> 0",
         )
         _require(_number(self.ffn_multiplier) and self.ffn_multiplier > 0, "ffn_multiplier", self.ffn_multiplier, "> 0")
+
+
+RUNTIME = ("problem_type", "output_hidden_states", "output_attentions", "return_dict")
+
+
+def _check_runtime(name: str, value: Any) -> None:
+    if name == "problem_type":
+        _require(value in PROBLEM_TYPES, "problem_type", value, f"one of {PROBLEM_TYPES}")
+    else:
+        _require(isinstance(value, bool), name, value, "true or false")
+
+
+def _set_runtime(self: MobileViTConfig, name: str, value: Any) -> None:
+    """Setting a field after loading, as transformers user code does (model.config.problem_type = ...): the fields
+    that change what a call returns may be set; those that shape the graph cannot, and say so."""
+    if name not in RUNTIME:
+        raise UnsupportedConfigError(
+            f"config.{name} is fixed once the model is loaded (it shapes the network); only "
+            f"{', '.join(RUNTIME)} may be set"
+        )
+    _check_runtime(name, value)
+    object.__setattr__(self, name, value)
 
 
 def parse_config(d: dict[str, Any]) -> MobileViTConfig:
@@ -220,3 +252,8 @@ def _positive_int(name: str, v: Any) -> None:
 def _require(ok: bool, name: str, value: Any, expected: str) -> None:
     if not ok:
         raise UnsupportedConfigError(f"config: {name} = {value!r:.80} is not supported (expected {expected})")
+
+
+# frozen dataclasses, but for the RUNTIME fields (a frozen dataclass may not define __setattr__ in its body)
+MobileViTConfig.__setattr__ = _set_runtime
+MobileViTV2Config.__setattr__ = _set_runtime

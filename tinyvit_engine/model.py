@@ -97,6 +97,10 @@ class Model:
         separable attention's context scores. return_dict=False gives out.to_tuple(), as transformers does.
         Any other keyword is an error: nothing is ignored silently."""
         refuse_unknown(type(self).__name__, unknown)
+        cfg = self.config  # a keyword left out (None) takes the config's value, as transformers does
+        output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
+        return_dict = cfg.return_dict if return_dict is None else return_dict
         if pixel_values is None:
             raise InputError("pixel_values: missing (pass the processor's output: model(**inputs))")
         x = _channels_last(pixel_values, self.config.num_channels)
@@ -115,7 +119,7 @@ class Model:
             out.hidden_states = tuple(_transformers_layout(env[n]) for n in outputs["hidden_states"])
         if output_attentions:
             out.attentions = tuple(_attention_map(n, env[n.inputs[0]]) for n in attention)
-        return out if return_dict is None or return_dict else out.to_tuple()
+        return out if return_dict else out.to_tuple()
 
     @cached_property
     def processor(self) -> MobileViTImageProcessor:

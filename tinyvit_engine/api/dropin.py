@@ -83,9 +83,14 @@ class PreTrainedModel:
     ) -> ModelOutput | tuple:
         """transformers' forward: ModelOutput with this class's fields (return_dict=False: their tuple)."""
         refuse_unknown(type(self).__name__, unknown)
-        full = self.model(pixel_values, output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+        full = self.model(
+            pixel_values,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
         out = ModelOutput(**{k: getattr(full, k) for k in FIELDS[self.kind]})
-        return out if return_dict is None or return_dict else out.to_tuple()
+        return out if (self.config.return_dict if return_dict is None else return_dict) else out.to_tuple()
 
     forward = __call__
 
