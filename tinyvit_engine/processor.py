@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -80,17 +82,19 @@ def _positive_int(key: str, v: Any) -> int:
     return v
 
 
-def _size(key: str, v: Any, square: bool) -> int | tuple[int, int]:
-    """transformers' get_size_dict: an int is a square (crop) or a shortest edge (resize); a dict or [h, w] as is."""
+def _size(key: str, v: Any, square: bool) -> dict[str, int]:
+    """transformers' get_size_dict: an int is a square (crop) or a shortest edge (resize), [h, w] a height and width;
+    the result is transformers' dict, {"shortest_edge": S} or {"height": H, "width": W}."""
     want = "an int, [height, width], {'height', 'width'}" + ("" if square else " or {'shortest_edge'}")
     if isinstance(v, int) and not isinstance(v, bool):
-        return (_positive_int(key, v),) * 2 if square else _positive_int(key, v)
+        n = _positive_int(key, v)
+        return {"height": n, "width": n} if square else {"shortest_edge": n}
     if isinstance(v, (list, tuple)) and len(v) == 2:
-        return _positive_int(key, v[0]), _positive_int(key, v[1])
+        return {"height": _positive_int(key, v[0]), "width": _positive_int(key, v[1])}
     if isinstance(v, dict) and set(v) == {"height", "width"}:
-        return _positive_int(key, v["height"]), _positive_int(key, v["width"])
+        return {"height": _positive_int(key, v["height"]), "width": _positive_int(key, v["width"])}
     if isinstance(v, dict) and set(v) == {"shortest_edge"} and not square:
-        return _positive_int(key, v["shortest_edge"])
+        return {"shortest_edge": _positive_int(key, v["shortest_edge"])}
     raise _bad(key, want, v)
 
 
@@ -99,19 +103,23 @@ class MobileViTImageProcessor:
     """MobileViTImageProcessorPil's preprocessing; defaults are that class's (note: BICUBIC, 224 -> 256)."""
 
     do_resize: bool = True
-    size: int | tuple[int, int] = 224  # an int is the shortest edge; a tuple is an exact (height, width)
+    # as transformers holds them: {"shortest_edge": S} or {"height", "width"}; an int, [h, w] or a dict is taken
+    size: dict[str, int] = dataclasses.field(default_factory=lambda: {"shortest_edge": 224})
     resample: int = int(Image.Resampling.BICUBIC)
     do_rescale: bool = True
     rescale_factor: float = 1 / 255
     do_center_crop: bool = True
-    crop_size: tuple[int, int] = (256, 256)
+    crop_size: dict[str, int] = dataclasses.field(default_factory=lambda: {"height": 256, "width": 256})
     do_flip_channel_order: bool = True
+    # transformers' flag for segmentation maps (labels), which the engine does not take: kept so that configs and
+    # code that set it round-trip, and refused with the maps themselves
+    do_reduce_labels: bool = False
 
     def __post_init__(self) -> None:
         # sizes in any form transformers reads are normalised here, so the constructor takes them too
         object.__setattr__(self, "size", _size("size", self.size, square=False))
         object.__setattr__(self, "crop_size", _size("crop_size", self.crop_size, square=True))
-        for key in ("do_resize", "do_rescale", "do_center_crop", "do_flip_channel_order"):
+        for key in ("do_resize", "do_rescale", "do_center_crop", "do_flip_channel_order", "do_reduce_labels"):
             if not isinstance(getattr(self, key), bool):
                 raise _bad(key, "true or false", getattr(self, key))
         if isinstance(self.resample, bool) or self.resample not in _RESAMPLE:
@@ -121,9 +129,13 @@ class MobileViTImageProcessor:
             raise _bad("rescale_factor", "a positive number", r)
 
     @classmethod
-    def from_dict(cls, d: dict) -> MobileViTImageProcessor:
-        """From a preprocessor_config.json dict, legacy keys (int size, do_flip_channels) included."""
-        d = {k: v for k, v in d.items() if v is not None}  # null: the default (transformers fails at call time)
+    def from_dict(cls, d: dict, **kwargs: Any) -> MobileViTImageProcessor:
+        """From a preprocessor_config.json dict, legacy keys (int size, do_flip_channels) included; keywords override
+        its settings, as in transformers (from_dict(d, size=42, crop_size=84))."""
+        unknown = [k for k in kwargs if k not in {f.name for f in dataclasses.fields(cls)}]
+        if unknown:
+            raise TypeError(f"{cls.__name__}.from_dict() got an unexpected keyword argument {unknown[0]!r}")
+        d = {k: v for k, v in {**d, **kwargs}.items() if v is not None}  # null: the default
         kw: dict[str, Any] = {
             k: d[k]
             for k in (
@@ -135,6 +147,7 @@ class MobileViTImageProcessor:
                 "do_center_crop",
                 "crop_size",
                 "do_flip_channel_order",
+                "do_reduce_labels",
             )
             if k in d
         }
@@ -145,6 +158,17 @@ class MobileViTImageProcessor:
         if isinstance(d.get("size"), int) and d.get("default_to_square") is True:
             kw["size"] = _size("size", d["size"], square=True)
         return cls(**kw)
+
+    @classmethod
+    def from_json_file(cls, json_file: str | os.PathLike) -> MobileViTImageProcessor:
+        """From a preprocessor_config.json file (transformers' method of the same name)."""
+        try:
+            d = json.loads(Path(json_file).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            raise UnsupportedConfigError(f"{json_file}: not a JSON preprocessor config: {e}") from None
+        if not isinstance(d, dict):
+            raise UnsupportedConfigError(f"{json_file}: a preprocessor config is a JSON object, got {type(d).__name__}")
+        return cls.from_dict(d)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **hub: Any) -> MobileViTImageProcessor:
@@ -167,14 +191,25 @@ class MobileViTImageProcessor:
 
     def to_dict(self) -> dict:
         """A preprocessor_config.json dict that both this class and transformers read back to the same processor."""
-        d = dataclasses.asdict(self)
-        d["size"] = (
-            {"shortest_edge": self.size}
-            if isinstance(self.size, int)
-            else {"height": self.size[0], "width": self.size[1]}
-        )
-        d["crop_size"] = {"height": self.crop_size[0], "width": self.crop_size[1]}
-        return {**d, "image_processor_type": "MobileViTImageProcessor"}
+        return {**dataclasses.asdict(self), "image_processor_type": "MobileViTImageProcessor"}
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, json_file_path: str | os.PathLike) -> None:
+        Path(json_file_path).write_text(self.to_json_string(), encoding="utf-8")
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **unknown: Any) -> list[str]:
+        """Write preprocessor_config.json into save_directory (made if missing), as transformers does; returns the
+        files written. (push_to_hub and other Hub keywords: the engine writes locally only.)"""
+        if unknown:
+            raise TypeError(f"save_pretrained() got an unexpected keyword argument {next(iter(unknown))!r}")
+        folder = Path(save_directory)
+        if folder.is_file():
+            raise InputError(f"{folder}: save_pretrained needs a directory, and this is a file")
+        folder.mkdir(parents=True, exist_ok=True)
+        self.to_json_file(folder / "preprocessor_config.json")
+        return [str(folder / "preprocessor_config.json")]
 
     def __call__(self, images: Any = None, return_tensors: str | None = None, **overrides: Any) -> Any:
         """One image or a list (PIL, path or uint8 array) -> pixel_values (B, 3, H, W) float32.
@@ -242,7 +277,7 @@ class MobileViTImageProcessor:
                 np.asarray(image),
                 (height, width),
                 self.resample,
-                self.crop_size if self.do_center_crop else (height, width),
+                self.crop_hw if self.do_center_crop else (height, width),
                 self.rescale_factor,
                 self.do_flip_channel_order,
                 order(image.height, image.width, height, width),
@@ -254,16 +289,22 @@ class MobileViTImageProcessor:
             # upcast first, scale in float64, round once to float32
             x = (x.astype(np.float64) * self.rescale_factor).astype(np.float32)
         if self.do_center_crop:
-            x = _center_crop(x, *self.crop_size)
+            x = _center_crop(x, *self.crop_hw)
         return x[::-1] if self.do_flip_channel_order else x
 
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
         """transformers' get_resize_output_image_size: short side -> S, long side truncated to int(S * long / short)."""
-        if isinstance(self.size, tuple):
-            return self.size
+        if "height" in self.size:
+            return self.size["height"], self.size["width"]
         short, long = (width, height) if width <= height else (height, width)
-        new_short, new_long = self.size, int(self.size * long / short)
+        new_short = self.size["shortest_edge"]
+        new_long = int(new_short * long / short)
         return (new_long, new_short) if width <= height else (new_short, new_long)
+
+    @property
+    def crop_hw(self) -> tuple[int, int]:
+        """crop_size as (height, width)."""
+        return self.crop_size["height"], self.crop_size["width"]
 
 
 class BatchFeature(dict):

@@ -66,7 +66,7 @@ def _in_view(processor, photo: Image.Image, point: tuple[float, float] | None) -
         new_h, new_w = processor.resized_size(h, w)
         x, y, w, h = x * new_w / w, y * new_h / h, new_w, new_h
     if processor.do_center_crop:
-        ch, cw = processor.crop_size
+        ch, cw = processor.crop_hw
         x, y = x - (w - cw) // 2, y - (h - ch) // 2
         if not (0 <= x < cw and 0 <= y < ch):
             raise InputError(f"point {point[0]:g},{point[1]:g} falls outside the model's {cw}x{ch} center crop")

@@ -36,7 +36,7 @@ def _worker(engine_file: str, rounds: int, files: list[Path]) -> dict:
 
     model = load(engine_file)
     threads = numba.get_num_threads()
-    size = model.processor.crop_size
+    size = model.processor.crop_hw
     x = np.random.default_rng(0).random((BATCH, 3, *size), dtype=np.float32)
     batches = max(1, len(files) // BATCH)
 
