@@ -8,7 +8,8 @@ Not ported, and why:
   segmentation maps are labels, for training; the engine takes images only (do_reduce_labels is kept as a setting).
 - test_call_pytorch, return_tensors="pt": no torch at run time (return_tensors="np").
 - test_backends_equivalence, the fast (torchvision) backend tests: the engine has one backend, held to the PIL one.
-- test_call_numpy_4_channels and channels-first arrays (input_data_format): not supported yet (issue 22's rest).
+- test_call_numpy_4_channels: a 4-channel image with image_mean/std of 4 values: MobileViT's processor has no
+  normalisation, and the engine reads a 4th channel as alpha (dropped, as Pillow's convert("RGB") does).
 """
 
 import json
@@ -117,3 +118,29 @@ def test_call(numpify):
     encoded_images = image_processing(image_inputs, return_tensors="np").pixel_values
     assert encoded_images.shape == (BATCH, *expected_output_image_shape())
     np.testing.assert_array_equal(encoded_images, reference(image_inputs, return_tensors="np").pixel_values)
+
+
+@pytest.mark.parametrize("input_data_format", [None, "channels_first"])
+def test_call_numpy_channels_first(input_data_format):
+    """(Issue 22: images in any layout transformers accepts.) (3, H, W) arrays, inferred or said, as transformers."""
+    image_processing = MobileViTImageProcessor(**IMAGE_PROCESSOR_DICT)
+    reference = MobileViTImageProcessorPil(**IMAGE_PROCESSOR_DICT)
+    image_inputs = [a.transpose(2, 0, 1).copy() for a in prepare_image_inputs(numpify=True, seed=3)]
+    kw = {} if input_data_format is None else {"input_data_format": input_data_format}
+    got = image_processing(image_inputs, return_tensors="np", **kw).pixel_values
+    np.testing.assert_array_equal(got, reference(image_inputs, return_tensors="np", **kw).pixel_values)
+    hwc = image_processing([a.transpose(1, 2, 0) for a in image_inputs], return_tensors="np").pixel_values
+    np.testing.assert_array_equal(got, hwc)
+
+
+def test_an_ambiguous_array_is_channels_first_unless_said():
+    """(3, H, 3): both ends could be channels; transformers takes the first (with a warning), and so does the engine;
+    input_data_format="channels_last" says otherwise."""
+    a = np.random.default_rng(5).integers(0, 256, (3, 40, 3), dtype=np.uint8)
+    image_processing = MobileViTImageProcessor(**IMAGE_PROCESSOR_DICT)
+    reference = MobileViTImageProcessorPil(**IMAGE_PROCESSOR_DICT)
+    for kw in ({}, {"input_data_format": "channels_last"}):
+        np.testing.assert_array_equal(
+            image_processing(a, return_tensors="np", **kw).pixel_values,
+            reference(a, return_tensors="np", **kw).pixel_values,
+        )

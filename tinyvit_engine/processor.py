@@ -26,12 +26,18 @@ from .postprocess import post_process_semantic_segmentation
 _RESAMPLE = {int(r): r.name for r in Image.Resampling}  # 0 NEAREST .. 5 HAMMING
 
 
-def load_image(image: Any) -> Image.Image:
-    """A path, a PIL image or a uint8 (H, W) / (H, W, 1|3|4) array -> an RGB PIL image, EXIF orientation applied.
+CHANNEL_FORMATS = ("channels_first", "channels_last")  # transformers' ChannelDimension values (input_data_format)
 
+
+def load_image(image: Any, input_data_format: str | None = None) -> Image.Image:
+    """A path, a PIL image or a uint8 array -> an RGB PIL image, EXIF orientation applied.
+
+    An array is (H, W), (H, W, C) or (C, H, W) with C in 1, 3 (or 4, channels last); which of the last two,
+    input_data_format says, else it is inferred as transformers does: channels first when the first axis has 1 or 3
+    entries (also when the last has too: transformers' choice, with a warning), else channels last.
     A path to an animated image gives its first frame; a PIL image gives its current frame, as in transformers."""
     if isinstance(image, np.ndarray):
-        return _from_array(image)
+        return _from_array(image, input_data_format)
     if isinstance(image, Image.Image):
         return _to_rgb(image, "<PIL image>")
     if not isinstance(image, (str, os.PathLike)):
@@ -61,12 +67,20 @@ def _to_rgb(image: Image.Image, name: str, exif: bool = True) -> Image.Image:
         raise InputError(f"{name}: cannot decode {image.mode} image: {e}") from e
 
 
-def _from_array(a: np.ndarray) -> Image.Image:
-    """A uint8 HW / HWC array as an RGB PIL image, through the same conversion as a decoded file."""
+def _from_array(a: np.ndarray, input_data_format: str | None = None) -> Image.Image:
+    """A uint8 HW / HWC / CHW array as an RGB PIL image, through the same conversion as a decoded file."""
+    if input_data_format not in (None, *CHANNEL_FORMATS):
+        raise InputError(f"input_data_format={input_data_format!r:.40}: expected one of {CHANNEL_FORMATS}")
     if a.dtype != np.uint8:
-        raise InputError(f"image array must be uint8 (H, W) or (H, W, C), got dtype {a.dtype}")
+        raise InputError(f"image array must be uint8 (H, W), (H, W, C) or (C, H, W), got dtype {a.dtype}")
+    if a.ndim == 3 and 0 not in a.shape:
+        first = a.shape[0] in (1, 3) if input_data_format is None else input_data_format == "channels_first"
+        if first and a.shape[0] in (1, 3):
+            a = a.transpose(1, 2, 0)
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 3, 4))) or 0 in a.shape:
-        raise InputError(f"image array must be (H, W) or (H, W, C) with C in 1, 3, 4, got shape {a.shape}")
+        raise InputError(
+            f"image array must be (H, W), (H, W, C) with C in 1, 3, 4 or (C, H, W) with C in 1, 3, got shape {a.shape}"
+        )
     return _to_rgb(
         Image.fromarray(np.ascontiguousarray(a[..., 0] if a.ndim == 3 and a.shape[2] == 1 else a)), "<array>"
     )
@@ -225,19 +239,24 @@ class MobileViTImageProcessor:
                 f"return_tensors={return_tensors!r}: tinyvit-engine runs without torch or tensorflow and returns "
                 "numpy arrays; pass return_tensors='np'"
             )
+        input_data_format = overrides.pop("input_data_format", None)
         settings = {f.name for f in dataclasses.fields(self)}
         for key in overrides:
             if key not in settings:
                 raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {key!r}")
         if overrides:
-            return dataclasses.replace(self, **overrides)(images, return_tensors)
+            return dataclasses.replace(self, **overrides)(images, return_tensors, input_data_format=input_data_format)
         if images is None:
             raise InputError("no images given")
         images = list(images) if isinstance(images, (list, tuple)) else [images]
         if not images:
             raise InputError("no images given")
         out = [
-            self.process_one(_to_rgb(im, "<PIL image>", exif=False) if isinstance(im, Image.Image) else load_image(im))
+            self.process_one(
+                _to_rgb(im, "<PIL image>", exif=False)
+                if isinstance(im, Image.Image)
+                else load_image(im, input_data_format)
+            )
             for im in images
         ]
         if len({x.shape for x in out}) > 1:
