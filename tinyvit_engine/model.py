@@ -131,16 +131,23 @@ class Model:
             )
         return MobileViTImageProcessor.from_dict(self.preprocessor_config)
 
-    def classify(self, images: Any, top_k: int = 5, processor: MobileViTImageProcessor | None = None) -> list:
+    def classify(
+        self,
+        images: Any,
+        top_k: int = 5,
+        processor: MobileViTImageProcessor | None = None,
+        function_to_apply: str | None = None,
+    ) -> list:
         """Per image, the top_k [{"label", "score"}] by score, like transformers' image-classification pipeline; a
-        single image gives its list directly. The images go through `processor`, by default the model's own."""
+        single image gives its list directly. The images go through `processor`, by default the model's own;
+        function_to_apply ("softmax", "sigmoid", "none") as the pipeline's, by default from the config."""
         if self.config.task != "image-classification":
             raise UnsupportedConfigError(
                 f"classify needs an image-classification model, this one is {self.config.task}"
             )
         batch, single = _as_list(images)
         pixel_values = (processor or self.processor)([load_image(im) for im in batch])
-        results = top_labels(self.config, self(pixel_values).logits, top_k)
+        results = top_labels(self.config, self(pixel_values).logits, top_k, function_to_apply)
         return results[0] if single else results
 
     def segment(self, images: Any, processor: MobileViTImageProcessor | None = None) -> Any:

@@ -36,22 +36,34 @@ def post_process_semantic_segmentation(
     return maps
 
 
-def scores(config: Any, logits: np.ndarray) -> np.ndarray:
-    """Softmax over the labels; sigmoid for multi-label or single-label models; raw logits for regression (as the
-    image-classification pipeline's default function_to_apply)."""
+FUNCTIONS = ("sigmoid", "softmax", "none")  # the image-classification pipeline's function_to_apply
+
+
+def scores(config: Any, logits: np.ndarray, function_to_apply: str | None = None) -> np.ndarray:
+    """function_to_apply ("sigmoid", "softmax" or "none") over the labels; by default, as the image-classification
+    pipeline: softmax, sigmoid for multi-label or single-label models, raw logits for regression."""
+    if function_to_apply is None:
+        if config.problem_type == "regression":
+            function_to_apply = "none"
+        elif config.problem_type == "multi_label_classification" or config.num_labels == 1:
+            function_to_apply = "sigmoid"
+        else:
+            function_to_apply = "softmax"
+    if not isinstance(function_to_apply, str) or function_to_apply.lower() not in FUNCTIONS:
+        raise ValueError(f"function_to_apply={function_to_apply!r:.40}: expected one of {FUNCTIONS}")
     logits = logits.astype(np.float32)
-    if config.problem_type == "regression":
+    if function_to_apply.lower() == "none":
         return logits
-    if config.problem_type == "multi_label_classification" or config.num_labels == 1:
+    if function_to_apply.lower() == "sigmoid":
         return 1.0 / (1.0 + np.exp(-logits))
     e = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def top_labels(config: Any, logits: np.ndarray, top_k: int) -> list[list[dict]]:
+def top_labels(config: Any, logits: np.ndarray, top_k: int, function_to_apply: str | None = None) -> list[list[dict]]:
     """Per row of logits, the top_k [{"label", "score"}] by score, as the image-classification pipeline gives."""
     results = []
-    for row in scores(config, logits):
+    for row in scores(config, logits, function_to_apply):
         # highest first, ties in label order (a stable sort of the negated scores): 0.35 -> 0.07 ms per image
         order = np.argsort(-row, kind="stable")[: max(0, min(top_k, len(row)))]
         results.append([{"label": config.id2label[int(i)], "score": float(row[i])} for i in order])

@@ -152,18 +152,41 @@ class Pipeline:
     def __init__(self, task: str, model: PreTrainedModel, image_processor: MobileViTImageProcessor) -> None:
         self.task, self.model, self.image_processor = task, model, image_processor
 
-    def __call__(self, images: Any, **kwargs: Any) -> list:
+    def __call__(self, images: Any = None, **kwargs: Any) -> list:
+        """transformers' keywords: classification top_k, function_to_apply; segmentation subtask, and threshold,
+        mask_threshold, overlap_mask_area_threshold (which, as in transformers, only instance and panoptic models
+        use); both batch_size (images per model call) and timeout (for URLs, which the engine does not fetch)."""
+        if images is None:
+            images = kwargs.pop("images", None)
+        if images is None:
+            raise TypeError(f"the {self.task} pipeline needs images")
         engine = self.model.model
+        kwargs.pop("timeout", None)
+        batch_size = kwargs.pop("batch_size", None)
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
+            raise ValueError(f"batch_size={batch_size!r:.40}: expected a positive integer")
+        single = not isinstance(images, (list, tuple))
+        images = [images] if single else list(images)
+        step = batch_size or max(1, len(images))
+        batches = [images[i : i + step] for i in range(0, len(images), step)]
         if self.task == "image-classification":
             top_k = kwargs.pop("top_k", 5)
+            function_to_apply = kwargs.pop("function_to_apply", None)
             self._no_more(kwargs)
-            return engine.classify(images, top_k, self.image_processor)
+            results = [r for b in batches for r in engine.classify(b, top_k, self.image_processor, function_to_apply)]
+            return results[0] if single else results
         subtask = kwargs.pop("subtask", None)
         if subtask not in (None, "semantic"):
             raise UnsupportedConfigError(f"subtask={subtask!r}: these are semantic segmentation models")
+        for key in ("threshold", "mask_threshold", "overlap_mask_area_threshold"):
+            value = kwargs.pop(key, 0.5)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{key}={value!r:.40}: expected a number")
         self._no_more(kwargs)
-        results = engine.segment(images, self.image_processor)
-        return [r["segments"] for r in results] if isinstance(results, list) else results["segments"]
+        results = [r["segments"] for b in batches for r in engine.segment(b, self.image_processor)]
+        return results[0] if single else results
 
     def _no_more(self, kwargs: dict) -> None:
         if kwargs:
