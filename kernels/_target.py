@@ -28,6 +28,7 @@ ship with the engine:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -77,6 +78,12 @@ def machine() -> str:
     return {"amd64": "x86_64", "arm64": "aarch64"}.get(m, m)
 
 
+def runnable_targets() -> list[Target]:
+    """This machine's portable targets whose features the CPU has, best first."""
+    features = set(llvm.get_host_cpu_features().flatten().split(","))
+    return [t for t, needs in PORTABLE.get(machine(), []) if all(f"+{f}" in features for f in needs)]
+
+
 def choose(numba_busy: bool) -> tuple[Target, str]:
     """(the target, why the kernels must compile for it: "" when its shipped kernels serve). numba_busy: Numba has
     compiled in this process already, for the host CPU (its target machine is made once).
@@ -94,7 +101,7 @@ def choose(numba_busy: bool) -> tuple[Target, str]:
     if not candidates:
         return host(), f"no compiled kernels ship for {machine()}"
     features = set(llvm.get_host_cpu_features().flatten().split(","))
-    runnable = [t for t, needs in candidates if all(f"+{f}" in features for f in needs)]
+    runnable = runnable_targets()
     if asked != "portable":
         runnable = [t for t in runnable if t.name == asked]
     if not runnable:
@@ -137,12 +144,18 @@ def tile_rows(target: Target) -> int:
     return 6 if target.name == "x86-64-v4" or "+avx512f" in target.features.split(",") else 3
 
 
+@functools.cache
+def _sources() -> bytes:
+    """The library's stamped sources, read once per process (the stamp is asked for several times at start-up)."""
+    return b"".join(
+        p.name.encode() + b"\0" + p.read_bytes() for p in sorted(HERE.glob("*.py")) if p.name not in NOT_STAMPED
+    )
+
+
 def stamp(target: Target) -> str:
     """A digest of everything the compiled kernels of `target` are made from."""
     digest = hashlib.sha256(json.dumps([asdict(target), tile_rows(target)]).encode())
-    for path in sorted(HERE.glob("*.py")):
-        if path.name not in NOT_STAMPED:
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    digest.update(_sources())
     return digest.hexdigest()[:16]
 
 

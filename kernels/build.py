@@ -58,13 +58,6 @@ def build(name: str, out: Path) -> Path:
         return install(Path(tmp), out)
 
 
-def buildable() -> list[str]:
-    """This machine's portable targets that its CPU can run (and so run warm.py for)."""
-    features = set(_target.llvm.get_host_cpu_features().flatten().split(","))
-    targets = _target.PORTABLE.get(_target.machine(), [])
-    return [t.name for t, needs in targets if all(f"+{f}" in features for f in needs)]
-
-
 def install(built: Path, out: Path) -> Path:
     """Put a build (a TINYVIT_BUILD_INTO folder) in place as out/<tag>, replacing its target's other builds."""
     manifest = json.loads((built / "manifest.json").read_text())
@@ -94,7 +87,7 @@ def main() -> None:
         problems = stale()
         print("\n".join(problems) or "every shipped target is current")
         raise SystemExit(1 if problems else 0)
-    names = buildable()
+    names = [t.name for t in _target.runnable_targets()]  # (warm.py runs the kernels: the CPU must run the target)
     if not names:
         raise SystemExit(f"no portable target this machine can build ({_target.machine()})")
     for name in names:

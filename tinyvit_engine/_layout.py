@@ -29,7 +29,6 @@ MOVED = {
     "hub": "formats.hub",
     "dropin": "api.dropin",
     "explain": "api.explain",
-    "pipelines": "postprocess",
     "costs": "bench.costs",
     "reference": "bench.reference",
     "jobbench": "bench.job",

@@ -176,13 +176,9 @@ class MobileViTImageProcessor:
     @classmethod
     def from_json_file(cls, json_file: str | os.PathLike) -> MobileViTImageProcessor:
         """From a preprocessor_config.json file (transformers' method of the same name)."""
-        try:
-            d = json.loads(Path(json_file).read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-            raise UnsupportedConfigError(f"{json_file}: not a JSON preprocessor config: {e}") from None
-        if not isinstance(d, dict):
-            raise UnsupportedConfigError(f"{json_file}: a preprocessor config is a JSON object, got {type(d).__name__}")
-        return cls.from_dict(d)
+        from .formats import read_json_config
+
+        return cls.from_dict(read_json_config(json_file))
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **hub: Any) -> MobileViTImageProcessor:

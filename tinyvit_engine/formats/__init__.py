@@ -38,18 +38,32 @@ def preprocessor_config(path: str | os.PathLike) -> dict[str, Any] | None:
     """The preprocessor config of a checkpoint directory (its preprocessor_config.json), of that JSON file itself, or
     of an engine weights file (read from its header: no tensor is read). None when the model carries none."""
     path = Path(path)
-    if path.is_dir() or path.suffix == ".json":
-        file = path / "preprocessor_config.json" if path.is_dir() else path
-        if path.is_dir() and not file.exists():
-            return None
-        try:
-            d = json.loads(file.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-            raise UnsupportedConfigError(f"{file}: not a JSON preprocessor config: {e}") from None
-        if not isinstance(d, dict):
-            raise UnsupportedConfigError(f"{file}: a preprocessor config is a JSON object, got {type(d).__name__}")
-        return d
+    if path.is_dir():
+        file = path / "preprocessor_config.json"
+        return read_json_config(file) if file.exists() else None
+    if path.suffix == ".json":
+        return read_json_config(path)
     return weights_file.read_configs(path)[1]
 
 
-__all__ = ["HubError", "preprocessor_config", "read_checkpoint", "read_model", "resolve", "to_engine", "weights_file"]
+def read_json_config(file: str | os.PathLike) -> dict[str, Any]:
+    """A preprocessor config JSON file as a dict, or an UnsupportedConfigError naming the file and the problem."""
+    try:
+        d = json.loads(Path(file).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise UnsupportedConfigError(f"{file}: not a JSON preprocessor config: {e}") from None
+    if not isinstance(d, dict):
+        raise UnsupportedConfigError(f"{file}: a preprocessor config is a JSON object, got {type(d).__name__}")
+    return d
+
+
+__all__ = [
+    "HubError",
+    "preprocessor_config",
+    "read_json_config",
+    "read_checkpoint",
+    "read_model",
+    "resolve",
+    "to_engine",
+    "weights_file",
+]
