@@ -467,3 +467,78 @@ def test_mangled_pickle_never_escapes_as_another_error(tmp_path, good, data):
         assert str(exc).startswith(f"{path}: ") and "\n" not in str(exc)
     else:
         assert all(isinstance(a, np.ndarray) and a.flags.c_contiguous for a in loaded.values())
+
+
+# ---------------------------------------------------------------- the legacy (pre-1.6) stream
+
+
+def save_legacy(tmp_path, obj, protocol=2, name="legacy.bin"):
+    path = tmp_path / name
+    torch.save(obj, path, _use_new_zipfile_serialization=False, pickle_protocol=protocol)
+    return path
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_legacy_stream_reads_as_torch_does(tmp_path, protocol):
+    base = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    tensors = OrderedDict(
+        a=base.t(), b=base[1, 1:], n=torch.tensor(3), h=torch.ones(3, dtype=torch.float16),
+        bf=torch.tensor([1.5, -2.0], dtype=torch.bfloat16), i=torch.arange(5), e=torch.zeros(0, 4),
+    )  # fmt: skip
+    path = save_legacy(tmp_path, tensors, protocol)
+    assert not zipfile.is_zipfile(path)
+    assert_matches(load_torch_bin(path), tensors)
+    assert_matches(load_torch_bin(path), torch.load(path, weights_only=False))  # our own file: trusted
+
+
+def test_legacy_transformers_checkpoint_loads_and_runs(tmp_path):
+    """A MobileViT checkpoint as torch < 1.6 wrote it: from_pretrained runs it as transformers does."""
+    import shutil
+
+    from hf import pixels, reference_outputs, save_checkpoint, v1_model
+
+    import tinyvit_engine as tve
+
+    model = v1_model("xx-small", seed=5, num_labels=4)
+    src = save_checkpoint(model, tmp_path / "zip")
+    legacy = shutil.copytree(src, tmp_path / "legacy", ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    save_legacy(legacy, model.state_dict(), name="pytorch_model.bin")
+    x = pixels(2, 64, 64, seed=1)
+    got = tve.MobileViTForImageClassification.from_pretrained(legacy)(x).logits
+    want = reference_outputs(model, x)["logits"]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+@pytest.fixture
+def legacy(tmp_path):
+    base = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    return save_legacy(tmp_path, {"a": base.t(), "b": base[1, 1:], "n": torch.tensor(3)})
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.3, 0.6, 0.8, 0.95, 0.999])
+def test_truncated_legacy_stream(tmp_path, legacy, fraction):
+    data = legacy.read_bytes()
+    path = tmp_path / "cut.bin"
+    path.write_bytes(data[: int(len(data) * fraction)])
+    expect_error(path)
+
+
+def test_legacy_hostile_global_is_refused(tmp_path, legacy):
+    """The state-dict pickle replaced by one that calls os.system: refused, nothing run."""
+    marker = tmp_path / "pwned"
+    head = b"".join(pickle.dumps(x, 2) for x in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}))
+    path = tmp_path / "evil.bin"
+    path.write_bytes(head + payload("os", "system", f"touch '{marker}'") + pickle.dumps([], 2))
+    expect_error(path, UnsafeCheckpointError, match=r"os\.system|posix\.system")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "facts, match",
+    [({"little_endian": False}, "big-endian"), ([], "big-endian"), ],
+)  # fmt: skip
+def test_legacy_stream_from_a_big_endian_machine_is_refused(tmp_path, facts, match):
+    head = b"".join(pickle.dumps(x, 2) for x in (0x1950A86A20F9469CFC6C, 1001, facts))
+    path = tmp_path / "be.bin"
+    path.write_bytes(head + pickle.dumps({}, 2) + pickle.dumps([], 2))
+    expect_error(path, match=match)

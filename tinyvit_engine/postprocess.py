@@ -14,26 +14,43 @@ from .errors import InputError
 
 
 def post_process_semantic_segmentation(
-    logits: np.ndarray, target_sizes: Sequence[tuple[int, int]] | None = None
-) -> list[np.ndarray]:
+    logits: np.ndarray, target_sizes: Sequence[tuple[int, int]] | None = None, return_segmentation_scores: bool = False
+) -> list:
     """One (H, W) int64 label map per image, like MobileViTImageProcessor.post_process_semantic_segmentation.
 
     logits (B, K, h, w) are upsampled bilinearly (align_corners=False) to each target (height, width), then the
     argmax over classes is taken (ties go to the lowest class index); with no target sizes, at logits resolution.
+    return_segmentation_scores=True: one SegmentationResult per image instead, with the label map as `segmentation`
+    and the (K, H, W) logits it was taken from as `segmentation_scores`, as transformers returns them.
     """
     if not isinstance(logits, np.ndarray) or logits.ndim != 4:
         raise InputError(
             f"logits: expected a (batch, classes, height, width) array, got {getattr(logits, 'shape', logits)!r:.60}"
         )
+    if not isinstance(return_segmentation_scores, bool):
+        raise InputError(f"return_segmentation_scores: expected True or False, got {return_segmentation_scores!r:.40}")
     if target_sizes is None:
-        return [m for m in logits.argmax(axis=1)]
-    if len(target_sizes) != len(logits):
-        raise InputError(f"target_sizes: {len(target_sizes)} sizes for a batch of {len(logits)} logits maps")
-    maps = []
-    for one, (h, w) in zip(logits, target_sizes, strict=True):
-        x = np.ascontiguousarray(one.transpose(1, 2, 0)[None], dtype=np.float32)  # (1, h, w, K)
-        maps.append(kernels.FAST.resize_bilinear(x, int(h), int(w))[0].argmax(axis=-1))
-    return maps
+        resized = list(logits)
+    else:
+        if len(target_sizes) != len(logits):
+            raise InputError(f"target_sizes: {len(target_sizes)} sizes for a batch of {len(logits)} logits maps")
+        resized = []
+        for one, (h, w) in zip(logits, target_sizes, strict=True):
+            x = np.ascontiguousarray(one.transpose(1, 2, 0)[None], dtype=np.float32)  # (1, h, w, K)
+            resized.append(kernels.FAST.resize_bilinear(x, int(h), int(w))[0].transpose(2, 0, 1))
+    if not return_segmentation_scores:
+        return [one.argmax(axis=0) for one in resized]
+    return [SegmentationResult(segmentation=one.argmax(axis=0), segmentation_scores=one) for one in resized]
+
+
+class SegmentationResult(dict):
+    """transformers' SemanticSegmentationPostProcessorOutput: a dict whose keys are also attributes."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 FUNCTIONS = ("sigmoid", "softmax", "none")  # the image-classification pipeline's function_to_apply

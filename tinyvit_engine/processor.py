@@ -263,11 +263,14 @@ class MobileViTImageProcessor:
         pixel_values = np.ascontiguousarray(np.stack(out), dtype=np.float32)  # the flip left negative strides
         return pixel_values if return_tensors is None else BatchFeature(pixel_values=pixel_values)
 
-    def post_process_semantic_segmentation(self, outputs: Any, target_sizes: Any = None) -> list[np.ndarray]:
+    def post_process_semantic_segmentation(
+        self, outputs: Any, target_sizes: Any = None, return_segmentation_scores: bool = False
+    ) -> list:
         """One (H, W) label map per image from a segmentation model's outputs (or its logits), resized to each
-        target (height, width) first when given: transformers' method of the same name."""
+        target (height, width) first when given: transformers' method of the same name (return_segmentation_scores:
+        the resized logits too, each image's as a dict with `segmentation` and `segmentation_scores`)."""
         logits = outputs if isinstance(outputs, np.ndarray) else getattr(outputs, "logits", outputs)
-        return post_process_semantic_segmentation(logits, target_sizes)
+        return post_process_semantic_segmentation(logits, target_sizes, return_segmentation_scores)
 
     def process_one(self, image: Image.Image) -> np.ndarray:
         """One RGB image -> (3, H, W), in transformers' order: resize, rescale, center crop, flip."""

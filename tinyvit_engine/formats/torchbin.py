@@ -3,8 +3,12 @@
 Since torch 1.6, ``torch.save`` writes a zip archive: ``<prefix>/data.pkl`` is a pickle of the
 state dict in which each tensor is a call to ``torch._utils._rebuild_tensor_v2`` on a
 persistent id ``('storage', <storage class>, key, location, numel)``, and ``<prefix>/data/<key>``
-holds that storage's raw bytes. We do not use ``torch.load``: it needs torch, and unpickling
-runs whatever callable the file names. Here the unpickler resolves only an allow-list of globals,
+holds that storage's raw bytes. Before 1.6 (and with ``_use_new_zipfile_serialization=False``)
+it wrote one stream: five pickles (a magic number, the protocol version 1001, a dict of system
+facts, the state dict with 6-tuple persistent ids whose last item is a view or None, and the
+sorted storage keys), then for each key in that order an int64 element count and the raw
+little-endian elements. We do not use ``torch.load``: it needs torch, and unpickling runs
+whatever callable the file names. Here the unpickler resolves only an allow-list of globals,
 each to an inert stand-in, and tensors are cut out of the raw bytes afterwards, bounds-checked.
 """
 
@@ -35,11 +39,11 @@ _STORAGE_DTYPES = {
 _CORRUPT = (pickle.UnpicklingError, zipfile.BadZipFile, zlib.error, struct.error, EOFError, OSError, LookupError,
             AttributeError, TypeError, ValueError, ArithmeticError, RuntimeError, MemoryError)
 # fmt: on
-_NOT_A_ZIP = (
-    "not a zip archive, so not a checkpoint written by torch.save in torch >= 1.6: it is truncated, or in the "
-    "legacy pre-1.6 torch format or another format, which are not supported; re-save it with torch.save "
-    "(torch >= 1.6) or use model.safetensors"
+_NEITHER = (
+    "neither a torch.save zip archive (torch >= 1.6) nor torch's legacy stream (its magic number is missing): it is "
+    "truncated or in another format; re-save it with torch.save or use model.safetensors"
 )
+_LEGACY_MAGIC, _LEGACY_PROTOCOL = 0x1950A86A20F9469CFC6C, 1001
 
 
 class _Storage(NamedTuple):
@@ -60,7 +64,7 @@ class _TensorRef(NamedTuple):
 
 
 def load_torch_bin(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Read a torch >= 1.6 checkpoint into C-contiguous native-endian arrays, keyed as saved."""
+    """Read a torch checkpoint (zip, or the legacy stream) into C-contiguous native-endian arrays, keyed as saved."""
     where = os.fspath(path)
     with open(where, "rb") as file:
         try:
@@ -78,16 +82,63 @@ def _at(where: str, message: str, kind: type[WeightsFormatError] = WeightsFormat
 
 def _load(file: BinaryIO) -> dict[str, np.ndarray]:
     """Unpickle the state dict with the allow-list, then build each tensor from its storage."""
-    # the container: anything but a zip is the legacy format, something else, or truncated
-    try:
-        archive = zipfile.ZipFile(file)
-    except zipfile.BadZipFile as exc:
-        raise WeightsFormatError(_NOT_A_ZIP) from exc
-    with archive:
+    # the container: anything but a zip is the legacy stream, something else, or truncated
+    if not zipfile.is_zipfile(file):
+        return _load_legacy(file)
+    with zipfile.ZipFile(file) as archive:
         prefix = _prefix(archive)
         refs = _state_dict(_Unpickler(io.BytesIO(archive.read(f"{prefix}/data.pkl"))).load())
-        storages = _Storages(archive, prefix, _byteorder(archive, prefix))
+        records = {
+            key: _ZipRecord(archive, f"{prefix}/data/{key}")
+            for key in {r.storage.key for r in refs.values() if isinstance(r.storage, _Storage)}
+        }
+        storages = _Storages(records, _byteorder(archive, prefix))
         return {name: storages.tensor(name, ref) for name, ref in refs.items()}
+
+
+def _load_legacy(file: BinaryIO) -> dict[str, np.ndarray]:
+    """The pre-1.6 stream: five pickles, then each storage as an int64 count and its little-endian elements."""
+    file.seek(0)
+    try:
+        magic = _Unpickler(file).load()
+    except Exception as exc:  # noqa: BLE001 -- whatever the first bytes are, the file is not this format
+        raise WeightsFormatError(_NEITHER) from exc
+    if magic != _LEGACY_MAGIC:
+        raise WeightsFormatError(_NEITHER)
+    version = _Unpickler(file).load()
+    if version != _LEGACY_PROTOCOL:
+        raise WeightsFormatError(f"legacy torch stream of protocol version {version!r:.40}; only 1001 is known")
+    facts = _Unpickler(file).load()
+    if not isinstance(facts, dict) or facts.get("little_endian") is not True:
+        raise WeightsFormatError(f"legacy torch stream written on a big-endian machine or unreadable ({facts!r:.80})")
+    refs = _state_dict(_Unpickler(file).load())
+    keys = _Unpickler(file).load()
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys) or len(set(keys)) != len(keys):
+        raise WeightsFormatError(
+            f"legacy torch stream: the storage keys are not a list of distinct names ({keys!r:.80})"
+        )
+    # each storage as its pickle declared it; the keys' order is the order of the records after it
+    declared = {r.storage.key: r.storage for r in refs.values() if isinstance(r.storage, _Storage)}
+    if set(declared) != set(keys):
+        odd = sorted(set(declared) ^ set(keys))[0]
+        raise WeightsFormatError(f"legacy torch stream: storage {odd!r:.40} is not both declared and recorded")
+    size, records = os.fstat(file.fileno()).st_size if hasattr(file, "fileno") else None, {}
+    for key in keys:
+        (count,) = struct.unpack("<q", file.read(8))
+        storage = declared[key]
+        itemsize = np.dtype(_STORAGE_DTYPES[storage.type_name]).itemsize
+        if count != storage.numel:
+            raise WeightsFormatError(
+                f"legacy storage {key!r:.40} holds {count} elements; the pickle says {storage.numel}"
+            )
+        if size is not None and file.tell() + count * itemsize > size:
+            raise WeightsFormatError(f"legacy storage {key!r:.40} runs past the end of the file (truncated)")
+        data = file.read(count * itemsize)
+        if len(data) != count * itemsize:
+            raise WeightsFormatError(f"legacy storage {key!r:.40} is cut short (truncated)")
+        records[key] = _BytesRecord(data, key)
+    storages = _Storages(records, "<")  # torch wrote the elements little-endian on every machine
+    return {name: storages.tensor(name, ref) for name, ref in refs.items()}
 
 
 def _prefix(archive: zipfile.ZipFile) -> str:
@@ -163,9 +214,17 @@ class _Unpickler(pickle._Unpickler):
         raise UnsafeCheckpointError(f"the pickle asks for {module}.{name}, which is not allowed; nothing was executed")
 
     def persistent_load(self, pid: Any) -> _Storage:
-        # ('storage', storage class, key, location, numel) names the record data/<key>
+        # ('storage', storage class, key, location, numel) names the record data/<key>; the legacy stream adds a
+        # view of another storage, or None (views are torch < 0.4's, and not supported)
         match pid:
-            case ("storage", str() as kind, str() as key, _, numel) if kind in _STORAGE_DTYPES and _is_count(numel):
+            case ("storage", str() as kind, str() as key, _, numel) | (
+                "storage",
+                str() as kind,
+                str() as key,
+                _,
+                numel,
+                None,
+            ) if kind in _STORAGE_DTYPES and _is_count(numel):
                 return _Storage(kind, key, numel)
         raise WeightsFormatError(f"unsupported persistent id {pid!r:.100}")
 
@@ -176,11 +235,37 @@ class _Unpickler(pickle._Unpickler):
         return data
 
 
+class _ZipRecord(NamedTuple):
+    """A storage's bytes in a zip archive, read when asked."""
+
+    archive: zipfile.ZipFile
+    name: str
+
+    def nbytes(self) -> int:
+        return self.archive.getinfo(self.name).file_size
+
+    def read(self) -> bytes:
+        return self.archive.read(self.name)
+
+
+class _BytesRecord(NamedTuple):
+    """A storage's bytes already read from the legacy stream."""
+
+    data: bytes
+    name: str
+
+    def nbytes(self) -> int:
+        return len(self.data)
+
+    def read(self) -> bytes:
+        return self.data
+
+
 class _Storages:
     """Reads each storage record once, lazily, and cuts bounds-checked tensors out of it."""
 
-    def __init__(self, archive: zipfile.ZipFile, prefix: str, byteorder: str) -> None:
-        self._archive, self._prefix, self._byteorder = archive, prefix, byteorder
+    def __init__(self, records: dict[str, _ZipRecord | _BytesRecord], byteorder: str) -> None:
+        self._records, self._byteorder = records, byteorder
         self._cache: dict[_Storage, np.ndarray] = {}
 
     def tensor(self, name: str, ref: _TensorRef) -> np.ndarray:
@@ -207,17 +292,17 @@ class _Storages:
         return self._cache[storage]
 
     def _read(self, storage: _Storage) -> np.ndarray:
-        record = f"{self._prefix}/data/{storage.key}"
+        record = self._records[storage.key]
         stored = np.dtype(_STORAGE_DTYPES[storage.type_name]).newbyteorder(self._byteorder)
         # the record must exist and hold exactly numel elements
         try:
-            nbytes, expected = self._archive.getinfo(record).file_size, storage.numel * stored.itemsize
+            nbytes, expected = record.nbytes(), storage.numel * stored.itemsize
         except KeyError:
-            raise WeightsFormatError(f"storage record {record} is missing") from None
+            raise WeightsFormatError(f"storage record {record.name} is missing") from None
         if nbytes != expected:
-            raise WeightsFormatError(f"storage record {record} holds {nbytes} bytes; the pickle says {expected}")
+            raise WeightsFormatError(f"storage record {record.name} holds {nbytes} bytes; the pickle says {expected}")
         # decode to native byte order, and bfloat16 to float32 (its bits are a float32's high half)
-        flat = np.frombuffer(self._archive.read(record), stored).astype(stored.newbyteorder("="))
+        flat = np.frombuffer(record.read(), stored).astype(stored.newbyteorder("="))
         if storage.type_name == "BFloat16Storage":
             flat = (flat.astype(np.uint32) << 16).view(np.float32)
         return flat
