@@ -3,9 +3,15 @@ outputs."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
+import transformers
+from PIL import Image
 
+import tinyvit_engine as tve
 from tinyvit_engine.bench.reference import (  # noqa: F401  (re-exported for the tests)
     PREPROCESSOR,
     V1_CONFIGS,
@@ -51,3 +57,28 @@ def assert_parity(engine, reference, rtol=RTOL):
 
 def pixels(batch, h, w, seed=0, channels=3):
     return np.random.default_rng(seed).random((batch, channels, h, w), dtype=np.float32)
+
+
+PHOTO = Path(__file__).parent / "data" / "images" / "chelsea.png"  # a cat, as transformers' tests use COCO's cats
+
+
+def rebuilt_checkpoint(tmp_path, name, torch_model, **processor):
+    """A Hub checkpoint rebuilt locally: the published config's shapes, real-scale weights, its processor config."""
+    path = save_checkpoint(torch_model, tmp_path / name)
+    pre = json.loads((path / "preprocessor_config.json").read_text())
+    (path / "preprocessor_config.json").write_text(json.dumps({**pre, **processor}))
+    return path
+
+
+def on_photo(path, engine_class, torch_model, photo=PHOTO):
+    """The engine's outputs and transformers' on the photo, each through its own MobileViTImageProcessor."""
+    import torch
+
+    image = Image.open(photo)
+    inputs = tve.MobileViTImageProcessor.from_pretrained(path)(images=image, return_tensors="np")
+    ours = engine_class.from_pretrained(path)(**inputs)
+    theirs_inputs = transformers.MobileViTImageProcessor.from_pretrained(path)(images=image, return_tensors="pt")
+    np.testing.assert_array_equal(inputs["pixel_values"], theirs_inputs["pixel_values"].numpy())
+    with torch.no_grad():
+        theirs = torch_model(**theirs_inputs)
+    return ours, theirs

@@ -244,8 +244,10 @@ def test_nothing_is_ignored_silently(offline):
             processor(PHOTOS[0], return_tensors=framework)
     with pytest.raises(TypeError, match="do_normalize"):
         processor(PHOTOS[0], do_normalize=True)
-    with pytest.raises(TypeError, match="torch_dtype"):
+    with pytest.raises(tve.UnsupportedConfigError, match="torch_dtype='float16'.*computes in float32"):
         tve.MobileViTForImageClassification.from_pretrained("apple/mobilevit-small", torch_dtype="float16")
+    with pytest.raises(TypeError, match="torch_dtypes"):
+        tve.MobileViTForImageClassification.from_pretrained("apple/mobilevit-small", torch_dtypes="float32")
     with pytest.raises(TypeError, match="threshold"):
         tve.pipeline("image-classification", model="apple/mobilevit-small")(PHOTOS[0], threshold=0.5)
     with pytest.raises(tve.HubError, match="apple/not-in-the-cache"):

@@ -25,6 +25,7 @@ from .api.dropin import (  # noqa: E402  (after mount)
     MobileViTV2Model,
     pipeline,
 )
+from .config import MobileViTConfig, MobileViTV2Config  # noqa: E402
 from .errors import (  # noqa: E402
     InputError,
     TinyVitError,
@@ -44,6 +45,8 @@ __all__ = [
     "load",
     "Model",
     "ModelOutput",
+    "MobileViTConfig",
+    "MobileViTV2Config",
     "MobileViTImageProcessor",
     "MobileViTFeatureExtractor",
     "BatchFeature",

@@ -8,8 +8,11 @@ that the engine cannot run, raise UnsupportedConfigError naming the field.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .errors import UnsupportedConfigError
@@ -57,6 +60,10 @@ class MobileViTConfig:
         return len(self.id2label)
 
     @property
+    def label2id(self) -> dict[str, int]:
+        return {name: i for i, name in self.id2label.items()}
+
+    @property
     def use_return_dict(self) -> bool:
         return self.return_dict
 
@@ -95,6 +102,23 @@ class MobileViTConfig:
             **d,
             "id2label": {str(k): v for k, v in self.id2label.items()},
         }
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> MobileViTConfig:
+        """The config of a checkpoint directory (its config.json) or of a config.json file; OSError if none."""
+        return cls.from_dict(read_json(Path(path) / "config.json" if Path(path).is_dir() else path, "config"))
+
+    def to_json_string(self) -> str:
+        """config.json's text, which transformers' config class and the engine both read back."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, json_file_path: str | os.PathLike) -> None:
+        Path(json_file_path).write_text(self.to_json_string(), encoding="utf-8")
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
+        """config.json in save_directory (made if missing), as transformers' save_pretrained writes it."""
+        os.makedirs(save_directory, exist_ok=True)
+        self.to_json_file(Path(save_directory) / "config.json")
 
     def _validate(self) -> None:
         self._validate_common()
@@ -196,6 +220,21 @@ def _set_runtime(self: MobileViTConfig, name: str, value: Any) -> None:
         )
     _check_runtime(name, value)
     object.__setattr__(self, name, value)
+
+
+def read_json(file: str | os.PathLike, what: str) -> dict[str, Any]:
+    """A JSON object from a file (a config, a preprocessor config, a shard index), or an error naming the file:
+    FileNotFoundError when it is missing, UnsupportedConfigError when it is not one JSON object."""
+    try:
+        d = json.loads(Path(file).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{file}: missing; the {what} is read from it") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        reason = "nested too deeply" if isinstance(e, RecursionError) else e
+        raise UnsupportedConfigError(f"{file}: not a JSON {what} ({reason})") from None
+    if not isinstance(d, dict):
+        raise UnsupportedConfigError(f"{file}: a {what} is a JSON object, got {type(d).__name__}")
+    return d
 
 
 def parse_config(d: dict[str, Any]) -> MobileViTConfig:

@@ -15,12 +15,31 @@ from typing import Any
 
 import numpy as np
 
+from ..config import RUNTIME
 from ..errors import UnsupportedConfigError
 from ..formats import resolve
 from ..model import Model, ModelOutput, load, refuse_unknown
 from ..processor import MobileViTImageProcessor
 
-HUB_KEYWORDS = ("revision", "cache_dir", "local_files_only", "token")
+HUB_KEYWORDS = ("revision", "cache_dir", "local_files_only", "token", "force_download", "proxies")
+# from_pretrained keywords of transformers that cannot change what the engine computes (the same maths either way)
+HARMLESS = ("low_cpu_mem_usage", "trust_remote_code", "use_safetensors", "attn_implementation")
+# those that would, when given a value the engine cannot honour: the reason it refuses
+LIMITS = {
+    "dtype": (
+        ("auto", "float32", "torch.float32"),
+        "the engine computes in float32 (for smaller weights files, convert with --dtype float16 or int8)",
+    ),
+    "torch_dtype": (
+        ("auto", "float32", "torch.float32"),
+        "the engine computes in float32 (for smaller weights files, convert with --dtype float16 or int8)",
+    ),
+    "device_map": (("cpu", "auto"), "the engine runs on the CPU"),
+    "ignore_mismatched_sizes": (
+        (False,),
+        "a head re-initialised to fit would give random answers; the engine runs checkpoints as they were trained",
+    ),
+}
 FIELDS = {  # what each kind of transformers model returns, in its order
     "base": ("last_hidden_state", "pooler_output", "hidden_states", "attentions"),
     "classification": ("logits", "hidden_states", "attentions"),
@@ -37,17 +56,55 @@ class PreTrainedModel:
         self.model = model
         self.config = model.config
 
+    main_input_name = "pixel_values"
+
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, *, reference: bool = False, **kwargs: Any):
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike, *, reference: bool = False, subfolder: str = "", **kwargs: Any
+    ):
         """The model at a checkpoint directory, an engine weights file, or a Hub id ("apple/mobilevit-small").
-        Keywords: huggingface_hub's revision, cache_dir, local_files_only and token; reference=True runs the plain
-        NumPy kernels. Any other keyword is an error."""
-        unknown = [k for k in kwargs if k not in HUB_KEYWORDS]
+
+        Keywords, as transformers takes them: huggingface_hub's (revision, cache_dir, local_files_only, token,
+        force_download, proxies) and subfolder; the config's runtime fields (output_hidden_states,
+        output_attentions, return_dict, problem_type) and, when they agree with the checkpoint, num_labels,
+        id2label and label2id; dtype / torch_dtype float32 or "auto", device_map "cpu",
+        ignore_mismatched_sizes=False; low_cpu_mem_usage, trust_remote_code, use_safetensors and
+        attn_implementation, which change nothing here. reference=True runs the plain NumPy kernels. Any other
+        keyword, or a value the engine cannot honour, is an error that says why."""
+        hub = {k: kwargs.pop(k) for k in HUB_KEYWORDS if k in kwargs}
+        hub.pop("force_download", None), hub.pop("proxies", None)  # a fresh download gives the same bytes
+        runtime = {k: kwargs.pop(k) for k in RUNTIME if k in kwargs}
+        labels = {k: kwargs.pop(k) for k in ("num_labels", "id2label", "label2id") if k in kwargs}
+        for key, (allowed, why) in LIMITS.items():
+            value = kwargs.pop(key, None)
+            if value is not None and not any(value is a or str(value) == str(a) for a in allowed):
+                raise UnsupportedConfigError(f"{cls.__name__}.from_pretrained({key}={value!r:.40}): {why}")
+        unknown = [k for k in kwargs if k not in HARMLESS]
         if unknown:
             raise TypeError(f"{cls.__name__}.from_pretrained() got an unexpected keyword argument {unknown[0]!r}")
-        model = load(resolve(name_or_path, **kwargs), reference=reference)
+        path = resolve(name_or_path, **hub)
+        model = load(os.path.join(path, subfolder) if subfolder else path, reference=reference)
         cls._check(model, str(name_or_path))
+        cls._agree(model.config, labels)
+        for key, value in runtime.items():
+            setattr(model.config, key, value)
         return cls(model)
+
+    @classmethod
+    def _agree(cls, cfg, labels: dict[str, Any]) -> None:
+        """num_labels, id2label, label2id given to from_pretrained: transformers would resize the head to fit them
+        (random weights); the engine takes them only when they say what the checkpoint says."""
+        mine = {"num_labels": cfg.num_labels, "id2label": cfg.id2label, "label2id": cfg.label2id}
+        for key, value in labels.items():
+            if isinstance(value, dict):
+                value = {
+                    (int(k) if key == "id2label" else k): (v if key == "id2label" else int(v)) for k, v in value.items()
+                }
+            if value != mine[key]:
+                raise UnsupportedConfigError(
+                    f"{cls.__name__}.from_pretrained({key}=...): the checkpoint has {cfg.num_labels} labels "
+                    f"({mine[key]!r:.60}); a head resized to fit would give random answers"
+                )
 
     @classmethod
     def _check(cls, model: Model, name: str) -> None:

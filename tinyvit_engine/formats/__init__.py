@@ -9,14 +9,13 @@ and file layouts.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import UnsupportedConfigError
+from ..config import read_json
 from . import weights_file
 from .convert import read_checkpoint, to_engine
 from .hub import HubError, resolve
@@ -47,14 +46,8 @@ def preprocessor_config(path: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def read_json_config(file: str | os.PathLike) -> dict[str, Any]:
-    """A preprocessor config JSON file as a dict, or an UnsupportedConfigError naming the file and the problem."""
-    try:
-        d = json.loads(Path(file).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise UnsupportedConfigError(f"{file}: not a JSON preprocessor config: {e}") from None
-    if not isinstance(d, dict):
-        raise UnsupportedConfigError(f"{file}: a preprocessor config is a JSON object, got {type(d).__name__}")
-    return d
+    """A preprocessor config JSON file as a dict, or an error naming the file and the problem."""
+    return read_json(file, "preprocessor config")
 
 
 __all__ = [

@@ -17,7 +17,6 @@ and the output is checked against the graph the config builds, naming any tensor
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import parse_config
+from ..config import parse_config, read_json
 from ..errors import WeightsFormatError
 from ..models import build, check_params
 from . import weights_file
@@ -54,8 +53,9 @@ def read_checkpoint(src: str | os.PathLike) -> tuple[dict[str, Any], dict[str, A
     src = Path(src)
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: no such checkpoint directory")
-    config = _json(src / "config.json")
-    preprocessor = _json(src / "preprocessor_config.json") if (src / "preprocessor_config.json").exists() else None
+    config = read_json(src / "config.json", "model config")
+    preprocessor_file = src / "preprocessor_config.json"
+    preprocessor = read_json(preprocessor_file, "preprocessor config") if preprocessor_file.exists() else None
     tensors = _read_tensors(src)
     config.setdefault("architectures", [_architecture(config, tensors)])
     return config, preprocessor, tensors
@@ -135,18 +135,6 @@ def _architecture(config: dict[str, Any], tensors: dict[str, np.ndarray]) -> str
     return f"{family}Model"
 
 
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        d = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: missing; a checkpoint directory needs a config.json") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise WeightsFormatError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(d, dict):
-        raise WeightsFormatError(f"{path}: expected a JSON object")
-    return d
-
-
 def _read_tensors(src: Path) -> dict[str, np.ndarray]:
     """Tensors of model.safetensors or pytorch_model.bin, sharded or not (safetensors preferred)."""
     for name, reader in (("model.safetensors", _read_safetensors), ("pytorch_model.bin", _read_bin)):
@@ -154,7 +142,7 @@ def _read_tensors(src: Path) -> dict[str, np.ndarray]:
             return reader(src / name)
         index = src / f"{name}.index.json"
         if index.exists():
-            weight_map = _json(index).get("weight_map")
+            weight_map = read_json(index, "shard index").get("weight_map")
             if not isinstance(weight_map, dict) or not weight_map:
                 raise WeightsFormatError(f"{index}: no weight_map object naming the shard of each tensor")
             tensors: dict[str, np.ndarray] = {}
