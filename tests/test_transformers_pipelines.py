@@ -1,11 +1,14 @@
 """The pipelines' keywords, as transformers' tests/pipelines/test_pipelines_image_classification.py and
-test_pipelines_image_segmentation.py use them (issue 22; a start), held to transformers' own pipelines on the same
+test_pipelines_image_segmentation.py use them (issue 22), held to transformers' own pipelines on the same
 local checkpoints (real-scale weights, real photos).
 
 Not ported, and why: test_custom_tokenizer (tokenizers: the engine has none), test_perceiver and the other Hub
 models' tests (other architectures; no network), torch dtypes (float16/bfloat16 pipelines), URL inputs (the
 engine reads local files, PIL images and arrays; it does not fetch), instance and panoptic segmentation (MobileViT
-heads are semantic).
+heads are semantic: test_small_model_pt and test_integration_* of the segmentation file are DETR/MaskFormer
+models; their semantic part is test_small_model_pt_semantic, whose BEiT model is replaced by MobileViT's here, in
+test_segmentation_keywords_transformers_accepts and test_run_pipeline_test_segmentation), the datasets fixtures
+(fixtures_image_utils' RGBA, LA and L images are made from a real photo here).
 """
 
 from pathlib import Path
@@ -89,3 +92,54 @@ def test_segmentation_keywords_transformers_accepts(segmenter):
             agree = (np.asarray(a["mask"]) == np.asarray(b["mask"])).mean()
             assert agree >= 0.999 and a["score"] is None
     assert isinstance(ours(Image.open(PHOTOS[0])), list)
+
+
+# ---------------------------------------------------------------- ImageSegmentationPipelineTests
+
+
+def modes_of(photo):
+    """RGBA, LA and L images, as upstream's fixtures_image_utils dataset gives them (made from a real photo here)."""
+    image = Image.open(photo).convert("RGB")
+    return [image.convert("RGBA"), image.convert("LA"), image.convert("L")]
+
+
+def test_run_pipeline_test_segmentation(segmenter):
+    """ImageSegmentationPipelineTests.run_pipeline_test: a path, RGBA / LA / L images, a batch of 5 at batch_size 2;
+    [{"score", "label", "mask": a PIL image}] each time, with transformers' labels and masks."""
+    ours = tve.pipeline("image-segmentation", model=segmenter)
+    theirs = transformers.pipeline("image-segmentation", model=str(segmenter))
+    kw = {"threshold": 0.0, "mask_threshold": 0, "overlap_mask_area_threshold": 0}
+    outputs = ours(PHOTOS[0], **kw)
+    n = len(outputs)
+    assert n >= 1
+    for image in [PHOTOS[0], *modes_of(PHOTOS[0])]:
+        got, want = ours(image, **kw), theirs(image, **kw)
+        assert all(set(o) == {"score", "label", "mask"} and isinstance(o["mask"], Image.Image) for o in got)
+        assert [o["label"] for o in got] == [o["label"] for o in want]
+        for a, b in zip(got, want, strict=True):
+            assert a["mask"].size == b["mask"].size and a["mask"].mode == b["mask"].mode
+            assert (np.asarray(a["mask"]) == np.asarray(b["mask"])).mean() >= 0.999
+    batch = [PHOTOS[0]] * 5
+    outputs = ours(batch, batch_size=2, **kw)
+    assert len(outputs) == len(batch) and all(len(o) == n for o in outputs)
+
+
+def test_small_model_pt_no_panoptic(segmenter):
+    """MobileViT supports neither instance nor panoptic segmentation: a ValueError naming the subtask."""
+    pipe = tve.pipeline(task="image-segmentation", model=segmenter)
+    for subtask in ("panoptic", "instance"):
+        with pytest.raises(ValueError, match=subtask):
+            pipe(PHOTOS[0], subtask=subtask)
+
+
+# ---------------------------------------------------------------- ImageClassificationPipelineTests
+
+
+def test_run_pipeline_test_classification(classifier):
+    """ImageClassificationPipelineTests.run_pipeline_test: one image, RGBA / LA / L images, a batch; each answer
+    [{"score", "label"}] * top_k, as transformers' pipeline gives it."""
+    ours = tve.pipeline("image-classification", model=classifier, top_k=2)
+    theirs = transformers.pipeline("image-classification", model=str(classifier), top_k=2)
+    images = [PHOTOS[0], *modes_of(PHOTOS[1])]
+    _close(ours(images), theirs(images))
+    _close([ours(PHOTOS[1])], [theirs(PHOTOS[1])])

@@ -136,8 +136,9 @@ class MobileViTImageProcessor:
         for key in ("do_resize", "do_rescale", "do_center_crop", "do_flip_channel_order", "do_reduce_labels"):
             if not isinstance(getattr(self, key), bool):
                 raise _bad(key, "true or false", getattr(self, key))
-        if isinstance(self.resample, bool) or self.resample not in _RESAMPLE:
-            raise _bad("resample", f"a PIL resample filter {_RESAMPLE}", self.resample)
+        if isinstance(self.resample, bool) or not isinstance(self.resample, int) or self.resample not in _RESAMPLE:
+            raise _bad("resample", f"a PIL resample filter, an int in {_RESAMPLE}", self.resample)
+        object.__setattr__(self, "resample", int(self.resample))  # an Image.Resampling member is its int
         r = self.rescale_factor
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not np.isfinite(r) or r <= 0:
             raise _bad("rescale_factor", "a positive number", r)
@@ -312,17 +313,32 @@ class MobileViTImageProcessor:
 
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
         """transformers' get_resize_output_image_size: short side -> S, long side truncated to int(S * long / short)."""
-        if "height" in self.size:
-            return self.size["height"], self.size["width"]
+        size = _size("size", self.size, square=False)  # checked again: code may have edited the dict in place
+        if "height" in size:
+            return size["height"], size["width"]
         short, long = (width, height) if width <= height else (height, width)
-        new_short = self.size["shortest_edge"]
+        new_short = size["shortest_edge"]
         new_long = int(new_short * long / short)
         return (new_long, new_short) if width <= height else (new_short, new_long)
 
     @property
     def crop_hw(self) -> tuple[int, int]:
         """crop_size as (height, width)."""
-        return self.crop_size["height"], self.crop_size["width"]
+        crop = _size("crop_size", self.crop_size, square=True)  # checked again: the dict may have been edited
+        return crop["height"], crop["width"]
+
+
+def _set_setting(self: MobileViTImageProcessor, name: str, value: Any) -> None:
+    """A setting changed after construction, as transformers code does (processor.do_center_crop = False,
+    processor.size = {"shortest_edge": 128}): checked and normalised as the constructor does; a name that is not
+    a setting is an error."""
+    if name not in {f.name for f in dataclasses.fields(self)}:
+        raise AttributeError(f"{type(self).__name__} has no setting {name!r}")
+    object.__setattr__(self, name, getattr(dataclasses.replace(self, **{name: value}), name))
+
+
+# a frozen dataclass (its fields checked once), but settable through the same checks
+MobileViTImageProcessor.__setattr__ = _set_setting
 
 
 class BatchFeature(dict):

@@ -206,8 +206,17 @@ class AutoImageProcessor:
 class Pipeline:
     """A callable like transformers' image-classification or image-segmentation pipeline."""
 
-    def __init__(self, task: str, model: PreTrainedModel, image_processor: MobileViTImageProcessor) -> None:
-        self.task, self.model, self.image_processor = task, model, image_processor
+    KEYWORDS = {  # what a call takes, by task; pipeline(...) takes them too, as defaults for every call
+        "image-classification": ("top_k", "function_to_apply", "batch_size", "timeout"),
+        "image-segmentation": (
+            "subtask", "threshold", "mask_threshold", "overlap_mask_area_threshold", "batch_size", "timeout",
+        ),
+    }  # fmt: skip
+
+    def __init__(
+        self, task: str, model: PreTrainedModel, image_processor: MobileViTImageProcessor, **defaults: Any
+    ) -> None:
+        self.task, self.model, self.image_processor, self.defaults = task, model, image_processor, defaults
 
     def __call__(self, images: Any = None, **kwargs: Any) -> list:
         """transformers' keywords: classification top_k, function_to_apply; segmentation subtask, and threshold,
@@ -217,6 +226,7 @@ class Pipeline:
             images = kwargs.pop("images", None)
         if images is None:
             raise TypeError(f"the {self.task} pipeline needs images")
+        kwargs = {**self.defaults, **kwargs}
         engine = self.model.model
         kwargs.pop("timeout", None)
         batch_size = kwargs.pop("batch_size", None)
@@ -258,13 +268,20 @@ def pipeline(
 ) -> Pipeline:
     """transformers' pipeline() for "image-classification" and "image-segmentation" (semantic): model is a Hub
     id, a checkpoint directory, an engine weights file, or a loaded model; the image processor is the checkpoint's
-    unless given. Keywords: huggingface_hub's revision, cache_dir, local_files_only and token."""
+    unless given. Keywords: the calls' own (top_k, function_to_apply, subtask, thresholds, batch_size, timeout),
+    which become every call's defaults; model_kwargs (from_pretrained's keywords), and huggingface_hub's
+    revision, cache_dir, local_files_only and token; device "cpu" or -1."""
     classes = {
         "image-classification": AutoModelForImageClassification,
         "image-segmentation": AutoModelForSemanticSegmentation,
     }
     if task not in classes:
         raise UnsupportedConfigError(f"pipeline task {task!r}: tinyvit-engine has {sorted(classes)}")
+    defaults = {k: kwargs.pop(k) for k in Pipeline.KEYWORDS.get(task, ()) if k in kwargs}
+    device = kwargs.pop("device", None)
+    if device not in (None, "cpu", -1):
+        raise UnsupportedConfigError(f"pipeline(device={device!r:.40}): the engine runs on the CPU")
+    kwargs.update(kwargs.pop("model_kwargs", None) or {})
     if isinstance(model, Model):
         classes[task]._check(model, "the model")
         model = classes[task](model)
@@ -279,4 +296,4 @@ def pipeline(
         image_processor = model.model.processor
     elif not isinstance(image_processor, MobileViTImageProcessor):
         image_processor = MobileViTImageProcessor.from_pretrained(image_processor)
-    return Pipeline(task, model, image_processor)
+    return Pipeline(task, model, image_processor, **defaults)
