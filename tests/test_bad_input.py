@@ -237,10 +237,25 @@ def header_of(data: bytes = GOOD) -> dict:
 
 
 def with_header(header: dict, data: bytes = GOOD) -> bytes:
-    """The file with its JSON header replaced (the tensor data kept as is)."""
+    """The file with its JSON header replaced (the tensor data kept as is), its checksum made to fit, so that the
+    check under test is the one that speaks (test_a_changed_byte_fails_the_checksum covers the checksum)."""
     n = int.from_bytes(data[:8], "little")
+    meta = header.get("__metadata__")
+    if isinstance(meta, dict) and "crc32" in meta:
+        try:
+            header = {
+                **header,
+                "__metadata__": {**meta, "crc32": weights_file.checksum(header, memoryview(data)[8 + n :])},
+            }
+        except (TypeError, ValueError):  # a header the checksum cannot even read: left as it is
+            pass
     raw = json.dumps(header).encode()
     return len(raw).to_bytes(8, "little") + raw + data[8 + n :]
+
+
+def restamped(data: bytes) -> bytes:
+    """A whole file with its checksum made to fit."""
+    return with_header(header_of(data), data)
 
 
 def read_bad(tmp_path, data: bytes, *words: str) -> str:
@@ -299,9 +314,9 @@ def test_a_safetensors_file_that_is_not_ours(tmp_path):
 
 def test_another_format_version(tmp_path):
     header = header_of()
-    header["__metadata__"]["format_version"] = "3"
+    header["__metadata__"]["format_version"] = "4"
     read_bad(
-        tmp_path, with_header(header), "format version '3'", "reads versions 1 and 2", "convert the checkpoint again"
+        tmp_path, with_header(header), "format version '4'", "reads versions 1, 2, 3", "convert the checkpoint again"
     )
 
 
@@ -360,7 +375,18 @@ def test_overlapping_tensors(tmp_path):
 
 def test_a_tensor_of_another_dtype_in_our_format(tmp_path):
     data = save({"w": np.ones(4, np.float16)}, metadata=header_of()["__metadata__"])
-    read_bad(tmp_path, data, "tensor w is F16, but a float32 weights file holds only F32")
+    read_bad(tmp_path, restamped(data), "tensor w is F16, but a float32 weights file holds only F32")
+
+
+@pytest.mark.parametrize("where", ["header", "data", "last byte"])
+def test_a_changed_byte_fails_the_checksum(tmp_path, where):
+    """Version 3 files carry a CRC-32 of header and data: one flipped bit anywhere is refused, naming the problem,
+    where it would otherwise load and answer differently without a word."""
+    data = bytearray(GOOD)
+    at = {"header": GOOD.index(b"silu") + 1, "data": HEADER_LEN + 8 + 1000, "last byte": len(GOOD) - 1}[where]
+    data[at] ^= 0x04  # "silu" -> "sMlu"; a weight's bit; the last weight's bit
+    message = read_bad(tmp_path, bytes(data), "corrupt: the file's CRC-32 is", "copy or download the file again")
+    assert header_of()["__metadata__"]["crc32"] in message
 
 
 def test_a_directory_and_a_missing_file(tmp_path):
@@ -374,12 +400,12 @@ def test_cli_corrupt_and_wrong_version_files_are_one_line(tmp_path):
     """(test_cli.py covers a missing file and a text file; these are a truncated real file and another version.)"""
     (tmp_path / "truncated.safetensors").write_bytes(GOOD[: len(GOOD) // 2])
     header = header_of()
-    header["__metadata__"]["format_version"] = "3"
+    header["__metadata__"]["format_version"] = "4"
     (tmp_path / "v3.safetensors").write_bytes(with_header(header))
     image = ROOT / "examples" / "digit-3.png"
     for args, words in [
         (["classify", image, "--model", tmp_path / "truncated.safetensors"], ["run past", "truncated"]),
-        (["info", tmp_path / "v3.safetensors"], ["format version '3'"]),
+        (["info", tmp_path / "v3.safetensors"], ["format version '4'"]),
     ]:
         r = subprocess.run([TINYVIT, *map(str, args)], check=False, capture_output=True, text=True, timeout=120)
         lines = r.stderr.strip().splitlines()
@@ -426,7 +452,7 @@ def convert_bad(tmp_path, error, *words, state=None, config=None) -> str:
         ({"architectures": ["MobileViTForObjectDetection"]}, ["architectures", "MobileViTForObjectDetection"]),
         ({"hidden_sizes": [64, 80, 98]}, ["hidden_sizes", "multiples of num_attention_heads=4"]),  # as transformers
         ({"hidden_act": "gelu_new"}, ["hidden_act = 'gelu_new'"]),  # a transformers activation the engine lacks
-        ({"neck_hidden_sizes": [16, 16, 24]}, ["neck_hidden_sizes", "7 channel counts"]),
+        ({"neck_hidden_sizes": [16, 16, 24]}, ["neck_hidden_sizes", "a list of 7 integers"]),
         ({"num_labels": True, "id2label": None}, ["num_labels = True"]),
         ({"problem_type": "ranking"}, ["problem_type = 'ranking'"]),
         ({"layer_norm_eps": float("inf")}, ["layer_norm_eps = inf"]),

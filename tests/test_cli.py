@@ -53,7 +53,7 @@ def test_convert_info_classify(tmp_path, checkpoint):
         "family: mobilevit",
         "task: image-classification",
         "labels: 4",
-        "format: tinyvit-engine v2, float32 weights",
+        "format: tinyvit-engine v3, float32 weights",
     ):
         assert expected in info
     lines = tinyvit("classify", PHOTOS / "chelsea.png", PHOTOS / "rocket.jpg", "--model", out, "--top-k", "2").stdout

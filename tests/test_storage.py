@@ -55,7 +55,7 @@ def test_float16_and_int8_files(checkpoint, tmp_path):
         got = model(x).logits
         assert np.abs(got - want).max() / np.abs(want).max() <= BOUND[family, dtype], dtype
         metadata, entries = weights_file.parse(files[dtype].read_bytes(), dtype)
-        assert metadata["storage"] == dtype and metadata["format_version"] == "2"
+        assert metadata["storage"] == dtype and metadata["format_version"] == "3"
         stored = {entry[0] for entry in entries.values()}
         assert stored == {"F32", "F16" if dtype == "float16" else "I8"}
 
@@ -73,7 +73,7 @@ def test_the_command_line(checkpoint, tmp_path):
     r = subprocess.run([TINYVIT, "convert", checkpoint, "-o", out, "--dtype", "int8"], capture_output=True, text=True)
     assert r.returncode == 0 and "int8" in r.stdout
     info = subprocess.run([TINYVIT, "info", out], capture_output=True, text=True, check=True).stdout
-    assert "v2, int8 weights" in info and f"{out.stat().st_size / 1e6:.2f} MB" in info
+    assert "v3, int8 weights" in info and f"{out.stat().st_size / 1e6:.2f} MB" in info
     bad = tmp_path / "bad.safetensors"
     r = subprocess.run([TINYVIT, "convert", checkpoint, "-o", bad, "--dtype", "int4"], capture_output=True, text=True)
     assert r.returncode == 1 and len(r.stderr.splitlines()) == 1 and "int4" in r.stderr
@@ -83,11 +83,22 @@ def test_the_command_line(checkpoint, tmp_path):
     assert not bad.exists()
 
 
-def test_version_1_files_still_load():
-    """The demo files that ship were written by version 1 (float32, no storage key)."""
-    metadata, _ = weights_file.parse((ROOT / "weights" / "mobilevit-digits.safetensors").read_bytes(), "demo")
-    assert metadata["format_version"] == "1" and "storage" not in metadata
-    tve.load(ROOT / "weights" / "mobilevit-digits.safetensors")
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_version_1_and_2_files_still_load(tmp_path, version):
+    """Files written before the checksum (version 3): version 1 (float32, no storage key) and version 2."""
+    demo = ROOT / "weights" / "mobilevit-digits.safetensors"
+
+    def older(tensors, metadata):
+        del metadata["crc32"]
+        metadata["format_version"] = version
+        if version == "1":
+            del metadata["storage"]
+
+    old = rewrite(demo, tmp_path / "old.safetensors", older)
+    metadata, _ = weights_file.parse(old.read_bytes(), "old")
+    assert metadata["format_version"] == version and "crc32" not in metadata
+    x = np.random.default_rng(0).random((1, 3, 64, 64), np.float32)
+    np.testing.assert_array_equal(tve.load(old)(x).logits, tve.load(demo)(x).logits)
 
 
 def rewrite(src: Path, dst: Path, change) -> Path:
@@ -95,7 +106,9 @@ def rewrite(src: Path, dst: Path, change) -> Path:
     metadata, entries = weights_file.parse(src.read_bytes(), "src")
     tensors = weights_file.tensors(src.read_bytes(), entries, "src")
     change(tensors, metadata)
-    dst.write_bytes(save(tensors, metadata=metadata))
+    dst.write_bytes(
+        weights_file.stamped(tensors, metadata) if "crc32" in metadata else save(tensors, metadata=metadata)
+    )
     return dst
 
 

@@ -1,8 +1,12 @@
 """Model configs: typed, frozen dataclasses parsed once from a transformers config.json dict.
 
 Only the fields that change the inference graph are kept; training-only fields (dropouts, initializer_range, loss
-settings) are ignored, as transformers itself ignores them at inference. Values that transformers would reject, or
-that the engine cannot run, raise UnsupportedConfigError naming the field.
+settings) are checked and then ignored, as transformers ignores them at inference. Every field is checked as
+transformers checks it (its config classes' types, strictly: a float field refuses an int, as theirs do; what its
+modules refuse when they are built: an unknown activation, heads that do not divide a width, an even kernel, a
+dropout outside [0, 1]) and against LIMITS, which keep a config's work and memory sane (transformers has none: a
+patch size of 1000 makes one 64x64 image take a minute). Anything else raises UnsupportedConfigError naming the
+field, before a byte is allocated.
 """
 
 from __future__ import annotations
@@ -24,6 +28,98 @@ TASKS = {
     "ForImageClassification": "image-classification",
     "ForSemanticSegmentation": "semantic-segmentation",
 }
+
+
+# What the engine runs at most (transformers has no limits; the published models are far inside them).
+LIMITS = {
+    "channels": 8192,  # any width: hidden sizes, neck, ASPP, attention units (after the width multiplier)
+    "patch_size": 32,  # published: 2
+    "conv_kernel_size": 15,  # published: 3
+    "ratio": 64.0,  # mlp_ratio, expand_ratio, ffn_multiplier
+    "width_multiplier": 16.0,  # published: 0.5 to 2.0
+    "heads": 64,
+    "blocks": 64,  # transformer layers per stage (n_attn_blocks)
+    "atrous_rate": 1024,
+    "num_labels": 100_000,
+}
+# transformers' annotations for each field, as its strict config dataclasses check them:
+# "int" an int (not a bool), "float" a float (not an int), "number" either, "ints" a list of ints, "bool", "str"
+# (and the range the engine runs, as (low, high), inclusive)
+FIELDS_COMMON = {
+    "num_channels": ("int", (1, 64)),
+    "image_size": ("int or ints", (1, 1 << 16)),  # not used at inference (any input size runs), but typed
+    "patch_size": ("int", (1, LIMITS["patch_size"])),
+    "expand_ratio": ("float", (1e-6, LIMITS["ratio"])),
+    "hidden_act": ("str", ACTIVATIONS),
+    "conv_kernel_size": ("odd int", (1, LIMITS["conv_kernel_size"])),  # even kernels break transformers' shapes
+    "output_stride": ("int", (1, 1 << 16)),  # 8 and 16 dilate the last stages; any other value acts as 32
+    "classifier_dropout_prob": ("number", (0.0, 1.0)),  # torch.nn.Dropout refuses anything outside [0, 1]
+    "initializer_range": ("float", (-math.inf, math.inf)),
+    "layer_norm_eps": ("float", (1e-30, 1.0)),
+    "aspp_out_channels": ("int", (1, LIMITS["channels"])),
+    "atrous_rates": ("3 ints", (1, LIMITS["atrous_rate"])),
+    "aspp_dropout_prob": ("number", (0.0, 1.0)),
+    "semantic_loss_ignore_index": ("int", (-math.inf, math.inf)),
+}
+FIELDS_V1 = {
+    **FIELDS_COMMON,
+    "hidden_sizes": ("3 ints", (1, LIMITS["channels"])),
+    "neck_hidden_sizes": ("7 ints", (1, LIMITS["channels"])),
+    "num_attention_heads": ("int", (1, LIMITS["heads"])),
+    "mlp_ratio": ("float", (1e-6, LIMITS["ratio"])),
+    "hidden_dropout_prob": ("number", (0.0, 1.0)),
+    "attention_probs_dropout_prob": ("number", (0.0, 1.0)),
+    "qkv_bias": ("bool", None),
+}
+FIELDS_V2 = {
+    **FIELDS_COMMON,
+    "n_attn_blocks": ("3 ints", (1, LIMITS["blocks"])),
+    "base_attn_unit_dims": ("3 ints", (1, LIMITS["channels"])),
+    "width_multiplier": ("number", (1e-6, LIMITS["width_multiplier"])),
+    "ffn_multiplier": ("int", (1, int(LIMITS["ratio"]))),
+    "attn_dropout": ("number", (0.0, 1.0)),
+    "ffn_dropout": ("number", (0.0, 1.0)),
+}
+
+
+def check_field(name: str, value: Any, kind: str, bounds: Any) -> None:
+    """One config value against its kind and bounds (FIELDS_*): UnsupportedConfigError naming both otherwise."""
+    if kind == "str":
+        _require(isinstance(value, str) and value in bounds, name, value, f"one of {bounds}")
+        return
+    if kind == "bool":
+        _require(isinstance(value, bool), name, value, "true or false")
+        return
+    if kind.endswith("ints"):
+        count = int(kind.split()[0]) if kind[0].isdigit() else None
+        if kind == "int or ints" and _is_int(value):
+            value = [value]
+        many = f"{count} integers" if count else "integers"
+        _require(isinstance(value, (list, tuple)), name, value, f"a list of {many}")
+        _require(count is None or len(value) == count, name, value, f"a list of {many}")
+        for v in value:
+            _require(_is_int(v) and bounds[0] <= v <= bounds[1], name, value, f"{many} in [{bounds[0]}, {bounds[1]}]")
+        return
+    typed = {
+        "int": _is_int(value),
+        "odd int": _is_int(value) and value % 2 == 1,
+        "float": type(value) is float,
+        "number": _number(value),
+    }[kind]
+    want = {"int": "an integer", "odd int": "an odd integer", "float": "a float (2.0, not 2: transformers "
+            "refuses an int here)", "number": "a number"}[kind]  # fmt: skip
+    _require(typed, name, value, want)
+    _require(
+        math.isfinite(value) or bounds[0] == -math.inf,
+        name, value, f"a finite {kind}",
+    )  # fmt: skip
+    _require(
+        bounds[0] <= value <= bounds[1], name, value, f"in [{bounds[0]}, {bounds[1]}] (tinyvit_engine.config.LIMITS)"
+    )
+
+
+def _is_int(v: Any) -> bool:
+    return type(v) is int
 
 
 @dataclass(frozen=True)
@@ -73,13 +169,20 @@ class MobileViTConfig:
 
     class_prefix = "MobileViT"
     int_lists = ("hidden_sizes", "neck_hidden_sizes", "atrous_rates")
+    checks = FIELDS_V1
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MobileViTConfig:
-        _require(
-            d.get("model_type", cls.model_type) == cls.model_type, "model_type", d.get("model_type"), cls.model_type
-        )
-        values = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
+        model_type = d.get("model_type", cls.model_type)
+        _require(isinstance(model_type, str) and model_type == cls.model_type, "model_type", model_type, cls.model_type)
+        for name, (kind, bounds) in cls.checks.items():
+            if d.get(name) is not None:  # null: the default, as transformers reads it
+                check_field(name, d[name], kind, bounds)
+        values = {
+            f.name: d[f.name]
+            for f in dataclasses.fields(cls)
+            if d.get(f.name) is not None or f.name in RUNTIME and f.name in d
+        }
         values["id2label"] = _id2label(d)
         values["architecture"] = _architecture(d, cls.class_prefix)
         for name in cls.int_lists:
@@ -121,12 +224,8 @@ class MobileViTConfig:
         self.to_json_file(Path(save_directory) / "config.json")
 
     def _validate(self) -> None:
+        """What no single field says: the checks across fields, once each field passed check_field."""
         self._validate_common()
-        _require(len(self.neck_hidden_sizes) == 7, "neck_hidden_sizes", self.neck_hidden_sizes, "7 channel counts")
-        _require(len(self.hidden_sizes) == 3, "hidden_sizes", self.hidden_sizes, "3 widths")
-        for c in self.neck_hidden_sizes + self.hidden_sizes:
-            _positive_int("a channel count", c)
-        _positive_int("num_attention_heads", self.num_attention_heads)
         for h in self.hidden_sizes:
             _require(
                 h % self.num_attention_heads == 0,
@@ -135,32 +234,31 @@ class MobileViTConfig:
                 f"multiples of num_attention_heads={self.num_attention_heads}",
             )
         _require(
-            _number(self.mlp_ratio) and int(min(self.hidden_sizes) * self.mlp_ratio) >= 1,
+            int(min(self.hidden_sizes) * self.mlp_ratio) >= 1,
             "mlp_ratio",
             self.mlp_ratio,
             "a ratio giving at least one FFN unit",
         )
-        _require(isinstance(self.qkv_bias, bool), "qkv_bias", self.qkv_bias, "true or false")
+        _require(
+            max(self.hidden_sizes) * self.mlp_ratio <= LIMITS["channels"],
+            "mlp_ratio",
+            self.mlp_ratio,
+            f"FFN widths up to {LIMITS['channels']} (tinyvit_engine.config.LIMITS)",
+        )
 
     def _validate_common(self) -> None:
         for name in RUNTIME:
             _check_runtime(name, getattr(self, name))
-        _positive_int("num_channels", self.num_channels)
-        _positive_int("patch_size", self.patch_size)
-        _positive_int("conv_kernel_size", self.conv_kernel_size)
-        _require(self.hidden_act in ACTIVATIONS, "hidden_act", self.hidden_act, f"one of {ACTIVATIONS}")
-        _require(_number(self.expand_ratio) and self.expand_ratio > 0, "expand_ratio", self.expand_ratio, "> 0")
-        _require(
-            _number(self.layer_norm_eps) and 0 < self.layer_norm_eps < math.inf,
-            "layer_norm_eps",
-            self.layer_norm_eps,
-            "a finite number > 0",
-        )
-        _require(isinstance(self.output_stride, int), "output_stride", self.output_stride, "an integer")
         if self.task == "semantic-segmentation":
-            _positive_int("aspp_out_channels", self.aspp_out_channels)
-            _require(len(self.atrous_rates) == 3, "atrous_rates", self.atrous_rates, "3 rates")
             _require(self.num_labels >= 1, "num_labels", self.num_labels, "at least 1 for segmentation")
+        if self.task == "image-classification":
+            _require(
+                self.num_labels >= 1,
+                "num_labels",
+                self.num_labels,
+                "at least 1: with 0, transformers replaces the classifier by an identity and returns the pooled "
+                "features as logits; load the checkpoint with the base model (MobileViTModel) for features",
+            )
 
 
 @dataclass(frozen=True)
@@ -174,6 +272,7 @@ class MobileViTV2Config(MobileViTConfig):
     model_type = "mobilevitv2"
     class_prefix = "MobileViTV2"
     int_lists = ("n_attn_blocks", "base_attn_unit_dims", "atrous_rates")
+    checks = FIELDS_V2
     expand_ratio: float = 2.0
     hidden_act: str = "swish"
     aspp_out_channels: int = 512
@@ -189,15 +288,13 @@ class MobileViTV2Config(MobileViTConfig):
 
     def _validate(self) -> None:
         self._validate_common()
-        _require(len(self.n_attn_blocks) == 3, "n_attn_blocks", self.n_attn_blocks, "3 counts")
-        _require(len(self.base_attn_unit_dims) == 3, "base_attn_unit_dims", self.base_attn_unit_dims, "3 widths")
+        widest = max(self.base_attn_unit_dims) * self.width_multiplier * self.ffn_multiplier
         _require(
-            _number(self.width_multiplier) and self.width_multiplier > 0,
+            widest <= LIMITS["channels"],
             "width_multiplier",
             self.width_multiplier,
-            "> 0",
+            f"widths up to {LIMITS['channels']} after the multipliers (tinyvit_engine.config.LIMITS)",
         )
-        _require(_number(self.ffn_multiplier) and self.ffn_multiplier > 0, "ffn_multiplier", self.ffn_multiplier, "> 0")
 
 
 RUNTIME = ("problem_type", "output_hidden_states", "output_attentions", "return_dict")
@@ -243,9 +340,9 @@ def parse_config(d: dict[str, Any]) -> MobileViTConfig:
         raise UnsupportedConfigError(f"config: expected a JSON object, got {type(d).__name__}")
     families = {c.model_type: c for c in (MobileViTConfig, MobileViTV2Config)}
     model_type = d.get("model_type")
-    if model_type not in families:
+    if not isinstance(model_type, str) or model_type not in families:
         raise UnsupportedConfigError(
-            f"config: model_type {model_type!r} is not supported; supported: {sorted(families)}"
+            f"config: model_type {model_type!r:.60} is not supported; supported: {sorted(families)}"
         )
     return families[model_type].from_dict(d)
 
@@ -259,17 +356,25 @@ def _architecture(d: dict[str, Any], prefix: str) -> str:
 
 
 def _id2label(d: dict[str, Any]) -> dict[int, str]:
-    if "id2label" in d and d["id2label"] is not None:
+    """The labels as transformers reads them: id2label, unless num_labels is given too and disagrees with it (then
+    LABEL_0 ... LABEL_{n-1}, as PretrainedConfig does)."""
+    n = d.get("num_labels")
+    if n is not None:
+        _require(_is_int(n) and 0 <= n <= LIMITS["num_labels"], "num_labels", n, "an integer in [0, 100000]")
+    labels = d.get("id2label")
+    if labels is not None:
+        _require(isinstance(labels, dict), "id2label", labels, "an object mapping class indices to names")
         try:
-            labels = {int(k): str(v) for k, v in d["id2label"].items()}
-        except (AttributeError, TypeError, ValueError):
+            labels = {int(k): str(v) for k, v in labels.items()}
+        except (TypeError, ValueError, OverflowError):
             raise UnsupportedConfigError(
                 f"config: id2label must map class indices to names, got {d['id2label']!r:.80}"
             ) from None
         _require(sorted(labels) == list(range(len(labels))), "id2label", sorted(labels)[:5], "keys 0..num_labels-1")
-        return labels
-    n = d.get("num_labels", 2)
-    _require(isinstance(n, int) and not isinstance(n, bool) and n >= 0, "num_labels", n, "an integer >= 0")
+        _require(len(labels) <= LIMITS["num_labels"], "id2label", len(labels), "at most 100000 labels")
+        if n is None or n == len(labels):
+            return labels
+    n = 2 if n is None else n
     return {i: f"LABEL_{i}" for i in range(n)}
 
 

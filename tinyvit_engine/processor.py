@@ -49,10 +49,14 @@ def load_image(image: Any, input_data_format: str | None = None) -> Image.Image:
         # Image.open only reads the header; the pixels (and any truncation) come with load(), inside _to_rgb
         with Image.open(path) as im:
             return _to_rgb(im, path)
+    except InputError:
+        raise
     except Image.DecompressionBombError as e:
         raise InputError(f"{path}: larger than Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS): {e}") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, EOFError) as e:
-        raise InputError(f"{path}: cannot read image: {e}") from e
+    except IsADirectoryError as e:
+        raise InputError(f"{path}: a directory, not an image file") from e
+    except Exception as e:  # noqa: BLE001 -- the one boundary: whatever a decoder raises (Pillow raises ValueError,
+        raise InputError(f"{path}: cannot read image: {_cause(e)}") from e  # struct.error, ... on corrupt files)
 
 
 def _to_rgb(image: Image.Image, name: str, exif: bool = True) -> Image.Image:
@@ -63,8 +67,16 @@ def _to_rgb(image: Image.Image, name: str, exif: bool = True) -> Image.Image:
             return image.convert("RGB")
         image = ImageOps.exif_transpose(image)  # a new image (a copy when there is nothing to turn)
         return image if image.mode == "RGB" else image.convert("RGB")  # no second copy
-    except (OSError, SyntaxError, EOFError, ValueError) as e:
-        raise InputError(f"{name}: cannot decode {image.mode} image: {e}") from e
+    except Image.DecompressionBombError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- as in load_image: every decoder failure, named
+        raise InputError(f"{name}: cannot decode {image.mode} image: {_cause(e)}") from e
+
+
+def _cause(e: Exception) -> str:
+    """A decoder's exception as one short line: its type when its message does not say much."""
+    text = " ".join(str(e).split())[:200]
+    return text if isinstance(e, (OSError, UnidentifiedImageError)) and text else f"{type(e).__name__}: {text}"
 
 
 def _from_array(a: np.ndarray, input_data_format: str | None = None) -> Image.Image:

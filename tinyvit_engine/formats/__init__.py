@@ -26,10 +26,12 @@ def read_model(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any] 
     path = Path(path)
     if path.is_dir():
         config, preprocessor, tensors = read_checkpoint(path)
-        return config, preprocessor, to_engine(tensors)
-    if not path.exists():
+        tensors = to_engine(tensors)
+    elif not path.exists():
         raise FileNotFoundError(f"{path}: no such weights file or checkpoint directory")
-    tensors, config, preprocessor = weights_file.read(path)
+    else:
+        tensors, config, preprocessor = weights_file.read(path)
+    weights_file.check_finite(tensors, str(path))
     return config, preprocessor, tensors
 
 

@@ -43,6 +43,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype: str = "float3
         raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(weights_file.STORAGE)}")
     config, preprocessor, tensors = read_checkpoint(src)
     engine = to_engine(tensors)
+    weights_file.check_finite(engine, str(src))
     check_params(build(parse_config(config)), engine, source=str(src))
     weights_file.write(dst, engine, config, preprocessor, storage=dtype)
     return Path(dst)

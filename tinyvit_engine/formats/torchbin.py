@@ -210,8 +210,40 @@ class _Unpickler(pickle._Unpickler):
         if module == "torch._utils" and name in ("_rebuild_parameter", "_rebuild_parameter_with_state"):
             return self._rebuild_parameter
         if module == "collections" and name == "OrderedDict":
-            return collections.OrderedDict
+            return _ordered_dict
         raise UnsafeCheckpointError(f"the pickle asks for {module}.{name}, which is not allowed; nothing was executed")
+
+    # Keys are hashed as dicts are built, and hashing a tuple nested 400,000 deep recurses in C until the process
+    # dies (a bare hash() of one kills Python 3.11 too): a state dict's keys are names, so only plain values may
+    # be keys, checked before anything is hashed; sets, which a state dict never holds, are refused.
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def _setitem(self) -> None:
+        _plain_key(self.stack[-2])
+        pickle._Unpickler.load_setitem(self)
+
+    def _setitems(self) -> None:
+        items = self.pop_mark()
+        target = self.stack[-1]
+        for key in items[0::2]:
+            _plain_key(key)
+        for i in range(0, len(items) - 1, 2):
+            target[items[i]] = items[i + 1]
+
+    def _dict(self) -> None:
+        items = self.pop_mark()
+        for key in items[0::2]:
+            _plain_key(key)
+        self.append({items[i]: items[i + 1] for i in range(0, len(items) - 1, 2)})
+
+    def _no_sets(self) -> None:
+        raise WeightsFormatError("the pickle builds a set, which a state dict never holds")
+
+    dispatch[pickle.SETITEM[0]] = _setitem
+    dispatch[pickle.SETITEMS[0]] = _setitems
+    dispatch[pickle.DICT[0]] = _dict
+    for _op in (pickle.EMPTY_SET, pickle.ADDITEMS, pickle.FROZENSET):
+        dispatch[_op[0]] = _no_sets
 
     def persistent_load(self, pid: Any) -> _Storage:
         # ('storage', storage class, key, location, numel) names the record data/<key>; the legacy stream adds a
@@ -259,6 +291,23 @@ class _BytesRecord(NamedTuple):
 
     def read(self) -> bytes:
         return self.data
+
+
+def _plain_key(key: Any) -> None:
+    if type(key) not in (str, int, float, bool, bytes, type(None)):
+        raise WeightsFormatError(f"the pickle keys a dict by a {type(key).__name__}; a state dict's keys are names")
+
+
+def _ordered_dict(*args: Any) -> collections.OrderedDict:
+    """collections.OrderedDict, as a pickle may call it: its items' keys checked before they are hashed."""
+    if len(args) > 1 or (args and not isinstance(args[0], (list, tuple))):
+        raise WeightsFormatError("the pickle calls OrderedDict with arguments a state dict never has")
+    pairs = list(args[0]) if args else []
+    for pair in pairs:
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
+            raise WeightsFormatError("the pickle calls OrderedDict with items that are not (key, value) pairs")
+        _plain_key(pair[0])
+    return collections.OrderedDict(pairs)
 
 
 class _Storages:

@@ -4,8 +4,12 @@ metadata a format name, a format version, the transformers config and the prepro
 Engine layout: conv weights (kh, kw, cin / groups, cout) with BatchNorm folded in, linear weights (in, out), fused
 query/key/value projections. The last axis of every conv and linear weight is its output channel.
 
-Storage (version 2; version 1 files, all float32, still load): the metadata's "storage" says how the conv and linear
-weights (the tensors of rank 2 and more) are stored; biases and norm parameters are always float32.
+Integrity (version 3): the metadata's "crc32" is the CRC-32 of the header without it (as canonical JSON) followed by
+the tensor data, checked at every load, so that a flipped bit anywhere (a worn SD card, a cut download) is an error
+that says so, never a silently different answer. Version 1 and 2 files, which carry none, still load.
+
+Storage (version 2 and later; version 1 files, all float32, still load): the metadata's "storage" says how the conv
+and linear weights (the tensors of rank 2 and more) are stored; biases and norm parameters are always float32.
 - float32: as they are.
 - float16: IEEE half precision (a weight beyond float16's range is refused at conversion, not made infinite).
 - int8: symmetric, one scale per output channel: w[..., c] = q[..., c] * scale[c], q in [-127, 127], scale =
@@ -23,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +37,8 @@ from safetensors.numpy import save
 from ..errors import WeightsFormatError
 
 FORMAT = "tinyvit-engine"
-VERSION = 2
-VERSIONS = ("1", "2")  # the versions this reader reads
+VERSION = 3
+VERSIONS = ("1", "2", "3")  # the versions this reader reads
 STORAGE = ("float32", "float16", "int8")
 SCALE = "::scale"  # the suffix of an int8 weight's per-channel scales
 # safetensors dtype names -> how one element is stored (little-endian; BF16 as its raw bits, widened on reading)
@@ -78,7 +83,7 @@ def write(
         "config": json.dumps(config),
         "preprocessor_config": json.dumps(preprocessor) if preprocessor is not None else "",
     }
-    data = save(encode(tensors, storage), metadata=metadata)
+    data = stamped(encode(tensors, storage), metadata)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
@@ -192,7 +197,7 @@ def _engine_metadata(metadata: dict[str, str], where: str) -> tuple[str, dict[st
     if metadata.get("format_version") not in VERSIONS:
         raise WeightsFormatError(
             f"{where}: {FORMAT} format version {metadata.get('format_version')!r}, this engine "
-            f"reads versions {' and '.join(VERSIONS)}; convert the checkpoint again with this version"
+            f"reads versions {', '.join(VERSIONS)}; convert the checkpoint again with this version"
         )
     storage = storage_of(metadata, where)
     try:
@@ -232,12 +237,13 @@ def parse(data: bytes, where: str, header_only: bool = False) -> tuple[dict[str,
         raise bad(f"the header is not JSON: {str(e)[:100]}") from None
     if not isinstance(header, dict):
         raise bad(f"the header is a JSON {type(header).__name__}, not an object")
-    metadata = header.pop("__metadata__", None)
+    metadata = header.get("__metadata__")
     metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise bad("__metadata__ is not an object of strings")
     if header_only:
         return metadata, {}
+    header.pop("__metadata__", None)
     # every tensor's byte range must lie in the data and match its dtype and shape
     size, entries, spans = len(data) - 8 - n, {}, []
     for name, info in header.items():
@@ -269,7 +275,34 @@ def parse(data: bytes, where: str, header_only: bool = False) -> tuple[dict[str,
         position = end
     if position != size:
         raise bad(f"the tensors take {position} bytes, but {size} bytes of data follow the header")
+    # last, once the layout is sound: a version 3 file's checksum
+    version = metadata.get("format_version")
+    if version in VERSIONS and ("crc32" in metadata or version not in ("1", "2")):  # (a later version: refused later)
+        found, want = checksum({**header, "__metadata__": metadata}, memoryview(data)[8 + n :]), metadata.get("crc32")
+        if found != want:
+            raise WeightsFormatError(
+                f"{where}: corrupt: the file's CRC-32 is {found}, its header says {want!r:.20} (a changed or "
+                "damaged byte; copy or download the file again)"
+            )
     return metadata, entries
+
+
+def stamped(stored: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+    """The safetensors bytes of `stored` with `metadata` and its crc32 added."""
+    metadata = {k: v for k, v in metadata.items() if k != "crc32"}
+    draft = save(stored, metadata=metadata)  # the same data, and the header the checksum covers
+    n = int.from_bytes(draft[:8], "little")
+    return save(
+        stored, metadata={**metadata, "crc32": checksum(json.loads(draft[8 : 8 + n]), memoryview(draft)[8 + n :])}
+    )
+
+
+def checksum(header: dict, data: memoryview) -> str:
+    """The CRC-32 of a safetensors header (its crc32 entry left out; canonical JSON) followed by its data, as 8 hex
+    digits: what a version 3 engine file stores in its metadata."""
+    meta = {k: v for k, v in (header.get("__metadata__") or {}).items() if k != "crc32"}
+    canonical = json.dumps({**header, "__metadata__": meta}, sort_keys=True, separators=(",", ":")).encode()
+    return f"{zlib.crc32(data, zlib.crc32(canonical)):08x}"
 
 
 def _nbytes(shape: list[int], itemsize: int, cap: int) -> int:
@@ -297,3 +330,15 @@ def tensors(data: bytes, entries: dict[str, Entry], where: str) -> dict[str, np.
         else:
             out[name] = flat.astype(stored.newbyteorder("=")).reshape(shape)
     return out
+
+
+def check_finite(tensors: dict[str, np.ndarray], where: str) -> None:
+    """Every float tensor holds finite values: a NaN or an infinity in a weight would make every answer NaN (or
+    silently wrong), so a file holding one is refused once, at load, naming the tensor."""
+    for name, t in tensors.items():
+        if t.dtype.kind == "f" and not np.isfinite(t).all():
+            bad = t[~np.isfinite(t)].flat[0]
+            raise WeightsFormatError(
+                f"{where}: tensor {name} holds {bad} at {int(np.argmin(np.isfinite(t).reshape(-1)))} (of "
+                f"{t.size}): a corrupt file, or a model that diverged in training"
+            )
