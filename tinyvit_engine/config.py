@@ -30,6 +30,7 @@ TASKS = {
 }
 
 
+TORCH_DTYPES = ("float32", "float16", "bfloat16", "float64", "float", "half", "double", "auto")
 # What the engine runs at most (transformers has no limits; the published models are far inside them).
 LIMITS = {
     "channels": 8192,  # any width: hidden sizes, neck, ASPP, attention units (after the width multiplier)
@@ -60,6 +61,9 @@ FIELDS_COMMON = {
     "atrous_rates": ("3 ints", (1, LIMITS["atrous_rate"])),
     "aspp_dropout_prob": ("number", (0.0, 1.0)),
     "semantic_loss_ignore_index": ("int", (-math.inf, math.inf)),
+    # the dtype the checkpoint was saved in (transformers resolves the name in torch; the engine computes in float32)
+    "dtype": ("str or null", TORCH_DTYPES),
+    "torch_dtype": ("str or null", TORCH_DTYPES),
 }
 FIELDS_V1 = {
     **FIELDS_COMMON,
@@ -84,7 +88,9 @@ FIELDS_V2 = {
 
 def check_field(name: str, value: Any, kind: str, bounds: Any) -> None:
     """One config value against its kind and bounds (FIELDS_*): UnsupportedConfigError naming both otherwise."""
-    if kind == "str":
+    if kind in ("str", "str or null"):
+        if value is None and kind == "str or null":
+            return
         _require(isinstance(value, str) and value in bounds, name, value, f"one of {bounds}")
         return
     if kind == "bool":
@@ -109,10 +115,7 @@ def check_field(name: str, value: Any, kind: str, bounds: Any) -> None:
     want = {"int": "an integer", "odd int": "an odd integer", "float": "a float (2.0, not 2: transformers "
             "refuses an int here)", "number": "a number"}[kind]  # fmt: skip
     _require(typed, name, value, want)
-    _require(
-        math.isfinite(value) or bounds[0] == -math.inf,
-        name, value, f"a finite {kind}",
-    )  # fmt: skip
+    _require(type(value) is int or math.isfinite(value) or bounds[0] == -math.inf, name, value, f"a finite {kind}")
     _require(
         bounds[0] <= value <= bounds[1], name, value, f"in [{bounds[0]}, {bounds[1]}] (tinyvit_engine.config.LIMITS)"
     )
@@ -176,7 +179,7 @@ class MobileViTConfig:
         model_type = d.get("model_type", cls.model_type)
         _require(isinstance(model_type, str) and model_type == cls.model_type, "model_type", model_type, cls.model_type)
         for name, (kind, bounds) in cls.checks.items():
-            if d.get(name) is not None:  # null: the default, as transformers reads it
+            if name in d:  # null too: transformers' typed fields refuse it
                 check_field(name, d[name], kind, bounds)
         values = {
             f.name: d[f.name]

@@ -26,6 +26,15 @@ from .postprocess import post_process_semantic_segmentation
 _RESAMPLE = {int(r): r.name for r in Image.Resampling}  # 0 NEAREST .. 5 HAMMING
 
 
+PROCESSOR_CLASSES = (
+    "MobileViTImageProcessor",
+    "MobileViTImageProcessorFast",
+    "MobileViTImageProcessorPil",
+    "MobileViTFeatureExtractor",
+)  # what transformers builds for MobileViT checkpoints
+NEEDS = {"do_resize": ("size", "resample"), "do_rescale": ("rescale_factor",), "do_center_crop": ("crop_size",)}
+MAX_SIDE = 4096  # the largest size or crop_size side taken (MobileViT's are 256 to 512)
+MAX_RESCALE = 1000.0  # the largest rescale_factor taken (MobileViT's is 1/255)
 CHANNEL_FORMATS = ("channels_first", "channels_last")  # transformers' ChannelDimension values (input_data_format)
 
 
@@ -103,8 +112,8 @@ def _bad(key: str, want: str, got: Any) -> UnsupportedConfigError:
 
 
 def _positive_int(key: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-        raise _bad(key, "a positive int", v)
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= MAX_SIDE:
+        raise _bad(key, f"a positive int up to {MAX_SIDE}", v)
     return v
 
 
@@ -152,8 +161,9 @@ class MobileViTImageProcessor:
             raise _bad("resample", f"a PIL resample filter, an int in {_RESAMPLE}", self.resample)
         object.__setattr__(self, "resample", int(self.resample))  # an Image.Resampling member is its int
         r = self.rescale_factor
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not np.isfinite(r) or r <= 0:
-            raise _bad("rescale_factor", "a positive number", r)
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= MAX_RESCALE:
+            # pixels past 255 * 1000 overflow the network's float32 arithmetic (transformers answers NaN there)
+            raise _bad("rescale_factor", f"a number in (0, {MAX_RESCALE}]", r)
 
     @classmethod
     def from_dict(cls, d: dict, **kwargs: Any) -> MobileViTImageProcessor:
@@ -162,7 +172,24 @@ class MobileViTImageProcessor:
         unknown = [k for k in kwargs if k not in {f.name for f in dataclasses.fields(cls)}]
         if unknown:
             raise TypeError(f"{cls.__name__}.from_dict() got an unexpected keyword argument {unknown[0]!r}")
-        d = {k: v for k, v in {**d, **kwargs}.items() if v is not None}  # null: the default
+        for key in ("image_processor_type", "feature_extractor_type"):  # which class transformers would build
+            kind = d.get(key)
+            if kind is not None and kind not in PROCESSOR_CLASSES:
+                raise UnsupportedConfigError(
+                    f"preprocessor config: {key} {kind!r:.60}: tinyvit-engine has MobileViT's processor only"
+                )
+        d = {**d, **kwargs}
+        # null, as transformers reads it: a flag that is null is off; a value that is null is missing, an error
+        # when its flag is on (and its default, unused, when it is off)
+        for flag in ("do_resize", "do_rescale", "do_center_crop", "do_flip_channel_order", "do_reduce_labels"):
+            if flag in d and d[flag] is None:
+                d[flag] = False
+        for flag, values in NEEDS.items():
+            missing = [v for v in values if v in d and d[v] is None]
+            if missing and d.get(flag, getattr(cls, flag, True)) is not False:
+                raise UnsupportedConfigError(f"preprocessor config: {missing[0]} is null, but {flag} is on")
+            for v in missing:
+                del d[v]
         kw: dict[str, Any] = {
             k: d[k]
             for k in (
@@ -206,11 +233,10 @@ class MobileViTImageProcessor:
             raise FileNotFoundError(f"{path}: no preprocessor_config.json in this checkpoint directory")
         if d is None:
             raise UnsupportedConfigError(f"{path}: this weights file carries no preprocessor config")
-        file = path
-        kind = d.get("image_processor_type") or d.get("feature_extractor_type") or "MobileViTImageProcessor"
-        if not str(kind).startswith("MobileViT"):
-            raise UnsupportedConfigError(f"{file}: a {kind} config; tinyvit-engine has MobileViT's processor only")
-        return cls.from_dict(d)
+        try:
+            return cls.from_dict(d)
+        except UnsupportedConfigError as e:
+            raise UnsupportedConfigError(f"{path}: {e}") from None
 
     def to_dict(self) -> dict:
         """A preprocessor_config.json dict that both this class and transformers read back to the same processor."""

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..config import read_json
 from . import weights_file
-from .convert import read_checkpoint, to_engine
+from .convert import checked_engine, read_checkpoint, to_engine
 from .hub import HubError, resolve
 
 
@@ -26,11 +26,10 @@ def read_model(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any] 
     path = Path(path)
     if path.is_dir():
         config, preprocessor, tensors = read_checkpoint(path)
-        tensors = to_engine(tensors)
-    elif not path.exists():
+        return config, preprocessor, checked_engine(tensors, str(path))
+    if not path.exists():
         raise FileNotFoundError(f"{path}: no such weights file or checkpoint directory")
-    else:
-        tensors, config, preprocessor = weights_file.read(path)
+    tensors, config, preprocessor = weights_file.read(path)
     weights_file.check_finite(tensors, str(path))
     return config, preprocessor, tensors
 

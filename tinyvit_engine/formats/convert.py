@@ -42,8 +42,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype: str = "float3
     if dtype not in weights_file.STORAGE:
         raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(weights_file.STORAGE)}")
     config, preprocessor, tensors = read_checkpoint(src)
-    engine = to_engine(tensors)
-    weights_file.check_finite(engine, str(src))
+    engine = checked_engine(tensors, str(src))
     check_params(build(parse_config(config)), engine, source=str(src))
     weights_file.write(dst, engine, config, preprocessor, storage=dtype)
     return Path(dst)
@@ -60,6 +59,16 @@ def read_checkpoint(src: str | os.PathLike) -> tuple[dict[str, Any], dict[str, A
     tensors = _read_tensors(src)
     config.setdefault("architectures", [_architecture(config, tensors)])
     return config, preprocessor, tensors
+
+
+def checked_engine(tensors: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
+    """to_engine, with every value finite before (naming the checkpoint's tensor) and after (folding BatchNorm can
+    overflow: a variance of -eps, a huge scale)."""
+    weights_file.check_finite(tensors, where)
+    with np.errstate(all="ignore"):  # what overflows is refused just below, by name
+        engine = to_engine(tensors)
+    weights_file.check_finite(engine, f"{where} (after folding BatchNorm into the convolutions)")
+    return engine
 
 
 def to_engine(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
