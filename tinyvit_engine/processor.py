@@ -85,7 +85,8 @@ def _to_rgb(image: Image.Image, name: str, exif: bool = True) -> Image.Image:
 def _cause(e: Exception) -> str:
     """A decoder's exception as one short line: its type when its message does not say much."""
     text = " ".join(str(e).split())[:200]
-    return text if isinstance(e, (OSError, UnidentifiedImageError)) and text else f"{type(e).__name__}: {text}"
+    kind = type(e).__name__ if type(e).__module__ == "builtins" else f"{type(e).__module__}.{type(e).__name__}"
+    return text if isinstance(e, (OSError, UnidentifiedImageError)) and text else f"{kind}: {text}"
 
 
 def _from_array(a: np.ndarray, input_data_format: str | None = None) -> Image.Image:

@@ -83,6 +83,8 @@ def run_case(case: Path) -> dict:
             logits = model(pixel_array(spec["pixels"])).logits
             return {"outcome": "answer", "logits": np.asarray(logits, np.float64).ravel()[:20].tolist()}
         target = case / spec["file"] if kind == "weights" else case / "model"
+        if spec.get("demo_weights"):  # a kept reproducer that did not change the weights: the seed's, put back
+            shutil.copy(DEMO / "model.safetensors", target / "model.safetensors")
         model = tve.load(target)
         if kind == "config":  # through the checkpoint's own processor, as transformers' reference will be
             pixel_values = model.processor(PHOTOS[0])
@@ -597,6 +599,7 @@ class Campaign:
         self.out, self.jobs, self.reference, self.baselines = out, jobs, reference, baselines
         self.table = {k: dict.fromkeys(OUTCOMES, 0) for k in KINDS}
         self.findings: list[tuple[str, str, str]] = []
+        self.mismatches: list[str] = []
 
     def run(self, cases) -> None:
         """Run (kind, case dir) pairs, `jobs` at a time, each in a forked child."""
@@ -659,9 +662,20 @@ class Campaign:
 
     def record(self, kind: str, case: Path, outcome: str, detail: str) -> None:
         self.table[kind][outcome] += 1
+        expect = json.loads((case / "case.json").read_text()).get("expect")
+        if expect and outcome not in ([expect] if isinstance(expect, str) else expect):  # a reproducer changed
+            self.mismatches.append(f"{case.name}: {outcome}, expected {expect}: {' '.join(detail.split())[:300]}")
+            print(f"CHANGED {self.mismatches[-1]}", flush=True)
+        elif expect:
+            print(f"ok {case.name}: {outcome}: {' '.join(detail.split())[:200]}", flush=True)
         if outcome in FINDINGS:
             kept = self.out / f"{kind}-{outcome}-{case.name}"
             shutil.copytree(case, kept, dirs_exist_ok=True, ignore=shutil.ignore_patterns("result.json", "*.npy"))
+            weights = kept / "model" / "model.safetensors"
+            if weights.exists() and weights.read_bytes() == (DEMO / "model.safetensors").read_bytes():
+                weights.unlink()  # the seed's weights, unchanged: the reproducer names them instead of a copy
+                spec = json.loads((kept / "case.json").read_text())
+                (kept / "case.json").write_text(json.dumps({**spec, "demo_weights": True}))
             (kept / "finding.txt").write_text(f"{outcome}: {detail}\n")
             self.findings.append((kind, outcome, f"{kept}: {' '.join(detail.split())[:300]}"))
             print(f"FINDING {kind} {outcome}: {kept}\n  {' '.join(detail.split())[:300]}", flush=True)
@@ -747,7 +761,7 @@ def main(argv: list[str] | None = None) -> int:
 
             campaign.run(generate())
         print(campaign.report())
-        return 1 if campaign.findings else 0
+        return 1 if campaign.findings or campaign.mismatches else 0
     finally:
         reference.close()
         shutil.rmtree(scratch, ignore_errors=True)
