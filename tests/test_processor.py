@@ -72,7 +72,8 @@ def reference(config: dict, images) -> np.ndarray:
 
 
 def assert_bit_exact(ours: np.ndarray, ref: np.ndarray) -> None:
-    assert ours.dtype == np.float32 and ours.flags.c_contiguous
+    """The same values, and the same dtype: float32, or uint8 without do_rescale, as transformers gives them."""
+    assert ours.dtype == ref.dtype and ours.dtype in (np.float32, np.uint8) and ours.flags.c_contiguous
     assert ours.shape == ref.shape and np.array_equal(ours, ref)
 
 

@@ -213,6 +213,11 @@ def _channels_last(pixel_values: Any, channels: int) -> np.ndarray:
         raise InputError(
             f"pixel_values: expected a floating-point array, got {x.dtype}; model.processor(images) "
             "makes float32 pixel_values in [0, 1]"
+            + (
+                " (a processor with do_rescale off gives uint8 pixels, which transformers' model refuses too)"
+                if x.dtype == np.uint8
+                else ""
+            )
         )
     # always a fresh array: the user's may be read-only, strided or shared
     with np.errstate(over="ignore"):

@@ -262,7 +262,8 @@ class MobileViTImageProcessor:
         return [str(folder / "preprocessor_config.json")]
 
     def __call__(self, images: Any = None, return_tensors: str | None = None, **overrides: Any) -> Any:
-        """One image or a list (PIL, path or uint8 array) -> pixel_values (B, 3, H, W) float32.
+        """One image or a list (PIL, path or uint8 array) -> pixel_values (B, 3, H, W) float32 (uint8 without
+        do_rescale, as transformers).
 
         return_tensors="np" gives transformers' form, a mapping {"pixel_values": ...} (also inputs.pixel_values),
         for model(**inputs); without it, the array itself. Keywords naming a setting (size, do_center_crop, ...)
@@ -300,7 +301,10 @@ class MobileViTImageProcessor:
                 f"images differ in size after preprocessing ({sorted({x.shape for x in out})}); "
                 "enable do_center_crop or pass them one at a time"
             )
-        pixel_values = np.ascontiguousarray(np.stack(out), dtype=np.float32)  # the flip left negative strides
+        # float32; without do_rescale, the uint8 pixels as transformers gives them (which its model and the engine's
+        # refuse: the network takes [0, 1])
+        dtype = np.float32 if self.do_rescale else np.uint8
+        pixel_values = np.ascontiguousarray(np.stack(out), dtype=dtype)  # the flip left negative strides
         return pixel_values if return_tensors is None else BatchFeature(pixel_values=pixel_values)
 
     def post_process_semantic_segmentation(

@@ -154,6 +154,7 @@ REFERENCE = textwrap.dedent(
     import json, sys, warnings
     import numpy as np, torch, transformers
     torch.set_num_threads(1); transformers.logging.set_verbosity_error(); warnings.simplefilter("ignore")
+    transformers.utils.logging.disable_progress_bar()
     from PIL import Image
     for line in sys.stdin:
         ask = json.loads(line)
