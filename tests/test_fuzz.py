@@ -94,3 +94,25 @@ def test_a_processor_class_transformers_would_not_build_is_refused():
     with pytest.raises(tve.UnsupportedConfigError, match="rescale_factor is null, but do_rescale is on"):
         tve.MobileViTImageProcessor.from_dict({"rescale_factor": None})
     assert not tve.MobileViTImageProcessor.from_dict({"do_resize": None}).do_resize  # null flags are off
+
+
+def test_a_config_with_return_dict_false_still_classifies_segments_and_explains(tmp_path):
+    """return_dict false in config.json makes a call answer a tuple, as in transformers; the engine's own
+    classify, segment, explain and batch jobs ask for the fields they read whatever the config says."""
+    import shutil
+
+    demo = ROOT / "tests" / "data" / "demo"
+    photo = ROOT / "examples" / "digit-3.png"
+    for name, run in [
+        ("mobilevit-digits", lambda m: m.classify(photo, top_k=1)),
+        ("deeplabv3-mobilevit-digits", lambda m: m.segment(photo)["label_map"]),
+    ]:
+        path = shutil.copytree(demo / name, tmp_path / name)
+        config = json.loads((path / "config.json").read_text())
+        (path / "config.json").write_text(json.dumps({**config, "return_dict": False}))
+        model = tve.load(path)
+        assert isinstance(model(model.processor(photo)), tuple)
+        assert run(model) is not None
+    from tinyvit_engine.api.explain import heatmaps
+
+    assert heatmaps(tve.load(tmp_path / "mobilevit-digits"), photo)[1]

@@ -147,7 +147,7 @@ class Model:
             )
         batch, single = _as_list(images)
         pixel_values = (processor or self.processor)([load_image(im) for im in batch])
-        results = top_labels(self.config, self(pixel_values).logits, top_k, function_to_apply)
+        results = top_labels(self.config, self(pixel_values, return_dict=True).logits, top_k, function_to_apply)
         return results[0] if single else results
 
     def segment(self, images: Any, processor: MobileViTImageProcessor | None = None) -> Any:
@@ -158,7 +158,7 @@ class Model:
             raise UnsupportedConfigError(f"segment needs a semantic-segmentation model, this one is {self.config.task}")
         batch, single = _as_list(images)
         pil = [load_image(im) for im in batch]
-        logits = self((processor or self.processor)(pil)).logits
+        logits = self((processor or self.processor)(pil), return_dict=True).logits
         maps = post_process_semantic_segmentation(logits, [(im.height, im.width) for im in pil])
         results = [{"label_map": m, "segments": segments(self.config, m)} for m in maps]
         return results[0] if single else results

@@ -29,7 +29,7 @@ def heatmaps(model, image: Any, point: tuple[float, float] | None = None) -> tup
     H, W = view.shape[:2]
     query = _in_view(processor, photo, point) if model.config.model_type == "mobilevit" else None
     maps = []
-    for attention in model(pixel_values, output_attentions=True).attentions:
+    for attention in model(pixel_values, output_attentions=True, return_dict=True).attentions:
         N = attention.shape[-1]
         nh, nw = _grid(N, H, W)
         if attention.ndim == 5:  # (1, P, heads, N, N): the query patch's row

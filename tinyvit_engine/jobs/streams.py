@@ -143,7 +143,7 @@ def batch_records(model, task: str, top_k: int, batch: list[Decoded]) -> Iterato
     if batch[0].error is not None:
         yield {"image": str(batch[0].path), "error": batch[0].error}
         return
-    logits = model(np.stack([d.pixels for d in batch])).logits
+    logits = model(np.stack([d.pixels for d in batch]), return_dict=True).logits
     if task == "classify":
         for d, labels in zip(batch, top_labels(model.config, logits, top_k), strict=True):
             yield {"image": str(d.path), "labels": labels}
