@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import json
 import os
 from pathlib import Path
@@ -38,8 +39,13 @@ MAX_RESCALE = 1000.0  # the largest rescale_factor taken (MobileViT's is 1/255)
 CHANNEL_FORMATS = ("channels_first", "channels_last")  # transformers' ChannelDimension values (input_data_format)
 
 
-def load_image(image: Any, input_data_format: str | None = None) -> Image.Image:
-    """A path, a PIL image or a uint8 array -> an RGB PIL image, EXIF orientation applied.
+def load_image(
+    image: Any, input_data_format: str | None = None, name: str | None = None, formats: tuple[str, ...] | None = None
+) -> Image.Image:
+    """A path, a file's bytes, a PIL image or a uint8 array -> an RGB PIL image, EXIF orientation applied.
+
+    The one boundary where a decoded image enters the engine: whatever a decoder raises becomes InputError naming the
+    file (`name` names bytes) and the cause. formats: Pillow's names of the formats to accept (None: any).
 
     An array is (H, W), (H, W, C) or (C, H, W) with C in 1, 3 (or 4, channels last); which of the last two,
     input_data_format says, else it is inferred as transformers does: channels first when the first axis has 1 or 3
@@ -49,14 +55,17 @@ def load_image(image: Any, input_data_format: str | None = None) -> Image.Image:
         return _from_array(image, input_data_format)
     if isinstance(image, Image.Image):
         return _to_rgb(image, "<PIL image>")
-    if not isinstance(image, (str, os.PathLike)):
-        raise TypeError(f"load_image takes a path, a PIL image or a numpy array, not {type(image).__name__}")
-    path = os.fspath(image)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such image file: {path}")
+    if isinstance(image, (bytes, bytearray, memoryview)):  # a file's content (an upload)
+        path, source = name or "<image bytes>", io.BytesIO(image)
+    elif isinstance(image, (str, os.PathLike)):
+        path = source = os.fspath(image)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no such image file: {path}")
+    else:
+        raise TypeError(f"load_image takes a path, bytes, a PIL image or a numpy array, not {type(image).__name__}")
     try:
         # Image.open only reads the header; the pixels (and any truncation) come with load(), inside _to_rgb
-        with Image.open(path) as im:
+        with Image.open(source, formats=formats) as im:
             return _to_rgb(im, path)
     except InputError:
         raise
@@ -64,6 +73,9 @@ def load_image(image: Any, input_data_format: str | None = None) -> Image.Image:
         raise InputError(f"{path}: larger than Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS): {e}") from e
     except IsADirectoryError as e:
         raise InputError(f"{path}: a directory, not an image file") from e
+    except UnidentifiedImageError as e:
+        taken = f" ({', '.join(formats)})" if formats else ""
+        raise InputError(f"{path}: cannot read image: not an image in a format taken{taken}") from e
     except Exception as e:  # noqa: BLE001 -- the one boundary: whatever a decoder raises (Pillow raises ValueError,
         raise InputError(f"{path}: cannot read image: {_cause(e)}") from e  # struct.error, ... on corrupt files)
 
