@@ -17,7 +17,7 @@ LAYERS = [
     {"postprocess"},
     {"processor"},
     {"model"},
-    {"api", "jobs"},
+    {"api", "jobs", "serve"},
     {"bench"},
     {"cli"},
     {"__init__", "__main__"},

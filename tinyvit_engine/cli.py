@@ -132,6 +132,21 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--point", help="X,Y: the query pixel of the image, for MobileViT (default: the centre)")
 
     c = command(
+        "serve",
+        run_serve,
+        "serve a model over HTTP: POST /predict, health and metadata (pip install 'tinyvit-engine[serve]')",
+        "tinyvit serve mobilevit-xx-small.safetensors --port 8000 --api-key $KEY",
+    )
+    c.add_argument(
+        "model", nargs="?", help="engine weights file, checkpoint directory or Hub id (default: the demo classifier)"
+    )
+    c.add_argument(
+        "--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only)"
+    )
+    c.add_argument("--port", type=int, default=8000, help="the port (default 8000)")
+    c.add_argument("--api-key", help="require Authorization: Bearer <key> on /predict and /v2/models")
+
+    c = command(
         "info",
         run_info,
         "describe a weights file or checkpoint: family, task, size, labels",
@@ -261,6 +276,18 @@ def run_explain(args) -> None:
         overlay(view, heat, query).save(out / f"{stem}.layer{i}.png")
     what = "attention of the query patch" if query is not None else "context scores"
     print(f"{args.image}: {len(maps)} layers ({what}) -> {out}/{stem}.layer0..{len(maps) - 1}.png")
+
+
+def run_serve(args) -> None:
+    try:
+        from .serve import serve
+    except ImportError as e:
+        raise CliError(
+            f"tinyvit serve needs Starlette and uvicorn: pip install 'tinyvit-engine[serve]' ({e})"
+        ) from None
+    path = _model_path(args.model, "classify")
+    print(f"serving {path} on http://{args.host}:{args.port} (POST /predict, GET /health)", flush=True)
+    serve(path, host=args.host, port=args.port, api_key=args.api_key)
 
 
 def run_info(args) -> None:

@@ -1,0 +1,229 @@
+"""`tinyvit serve` (issue 23, a first part): the real server on loopback, spoken to by a real HTTP client
+(urllib), its answers held to the engine's own classify / segment on the same files, and its errors."""
+
+import base64
+import io
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from tinyvit_engine.weights import DEMO_CLASSIFIER, DEMO_SEGMENTER
+
+import tinyvit_engine as tve
+
+ROOT = Path(__file__).resolve().parent.parent
+TINYVIT = str(Path(sys.executable).with_name("tinyvit"))
+DIGITS = [ROOT / "examples" / f"digit-{d}.png" for d in (3, 6, 7)]
+SCENE = ROOT / "examples" / "scene-0.png"
+KEY = "s3cret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, model, *extra):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [TINYVIT, "--threads", "1", "serve", str(model), "--port", str(self.port), *extra]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if self.get("/health")[0] == 200:
+                    return
+            except OSError:
+                pass
+            assert self.proc.poll() is None, self.proc.stderr.read()
+            time.sleep(0.2)
+        raise AssertionError("the server did not become ready")
+
+    def request(self, path, data=None, headers=None, method=None):
+        req = urllib.request.Request(self.url + path, data=data, headers=headers or {}, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, json.loads(r.read()), dict(r.headers)
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read()), dict(e.headers)
+
+    def get(self, path, headers=None):
+        return self.request(path, headers=headers)
+
+    def post(self, data, content_type, path="/predict", headers=None):
+        return self.request(path, data, {"Content-Type": content_type, **(headers or {})}, "POST")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    server = Server(DEMO_CLASSIFIER)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return tve.load(DEMO_CLASSIFIER)
+
+
+def multipart(files):
+    boundary = uuid.uuid4().hex
+    body = b""
+    for name, data in files:
+        body += (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+                "Content-Type: image/png\r\n\r\n"
+            ).encode()
+            + data
+            + b"\r\n"
+        )
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def same(answer, expected):
+    assert [a["label"] for a in answer] == [e["label"] for e in expected]
+    np.testing.assert_allclose([a["score"] for a in answer], [e["score"] for e in expected], rtol=1e-6)
+
+
+def test_health_and_metadata(classifier):
+    assert classifier.get("/health")[:2] == (200, {"status": "ok"})
+    assert classifier.get("/v2/health/live")[0] == 200
+    assert classifier.get("/v2/health/ready")[:2] == (200, {"ready": True})
+    status, meta, _ = classifier.get("/v2/models/mobilevit-digits")
+    assert status == 200 and meta["platform"] == "tinyvit-engine" and meta["card"]["task"] == "image-classification"
+    assert meta["card"]["labels"] == [str(d) for d in range(10)] and meta["card"]["input_size"] == [64, 64]
+    assert classifier.get("/v2/models/other")[0] == 404
+
+
+def test_predict_in_each_form_equals_classify(classifier, engine):
+    data = DIGITS[0].read_bytes()
+    status, answer, headers = classifier.post(data, "image/png")
+    assert status == 200 and float(headers["x-inference-time-ms"]) > 0
+    same(answer, engine.classify(DIGITS[0]))
+    body, kind = multipart([(p.name, p.read_bytes()) for p in DIGITS])
+    status, answers, _ = classifier.post(body, kind)
+    assert status == 200 and len(answers) == 3
+    for answer, path in zip(answers, DIGITS, strict=True):
+        same(answer, engine.classify(path))
+    doc = {"inputs": base64.b64encode(data).decode(), "parameters": {"top_k": 2}}
+    status, answer, _ = classifier.post(json.dumps(doc).encode(), "application/json")
+    assert status == 200 and len(answer) == 2
+    same(answer, engine.classify(DIGITS[0], top_k=2))
+
+
+def test_predict_equals_the_command_line(classifier):
+    cli = subprocess.run([TINYVIT, "classify", str(DIGITS[1]), "--json", "--top-k", "3"], capture_output=True,
+                         text=True, check=True)  # fmt: skip
+    want = json.loads(cli.stdout.splitlines()[0])
+    doc = {"inputs": base64.b64encode(DIGITS[1].read_bytes()).decode(), "parameters": {"top_k": 3}}
+    status, answer, _ = classifier.post(json.dumps(doc).encode(), "application/json")
+    labels = want.get("labels") or want.get("top") or want.get("results")
+    assert status == 200 and labels is not None, want
+    same(answer, labels)
+
+
+def png_of(size, mode="RGB"):
+    buffer = io.BytesIO()
+    Image.new(mode, size).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "data, kind, status, words",
+    [
+        (DIGITS[0].read_bytes()[:200], "image/png", 400, "cannot"),
+        (b"{not json", "application/json", 400, "not JSON"),
+        (b'{"inputs": "@@@"}', "application/json", 400, "base64"),
+        (b'{"inputs": 5}', "application/json", 422, "base64 string"),
+        (b'{"input": "x"}', "application/json", 422, "inputs"),
+        (b"hello", "text/plain", 415, "content type"),
+    ],
+)
+def test_bad_requests_get_their_status(classifier, data, kind, status, words):
+    got, answer, _ = classifier.post(data, kind)
+    assert got == status and answer["code"] == status and words in answer["error"], answer
+
+
+def test_a_body_too_large_is_413_before_it_is_read(classifier):
+    """Content-Length past the limit: 413 at once, from the headers alone (the client need not send the body)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", classifier.port, timeout=30)
+    conn.putrequest("POST", "/predict")
+    conn.putheader("Content-Type", "image/png")
+    conn.putheader("Content-Length", str(21 << 20))
+    conn.endheaders()
+    response = conn.getresponse()
+    answer = json.loads(response.read())
+    assert response.status == 413 and answer["code"] == 413 and "bytes" in answer["error"]
+    conn.close()
+    # and a chunked body (no Content-Length) is cut off at the limit as it streams
+    conn = http.client.HTTPConnection("127.0.0.1", classifier.port, timeout=30)
+    try:
+        conn.request("POST", "/predict", body=iter([b"x" * (1 << 20)] * 21), headers={"Content-Type": "image/png"},
+                     encode_chunked=True)  # fmt: skip
+        response = conn.getresponse()
+        assert response.status == 413
+    except (ConnectionResetError, BrokenPipeError):
+        pass  # the server answered 413 and closed while the client was still sending: also a refusal
+    conn.close()
+
+
+def test_bad_parameters_and_formats(classifier):
+    image = base64.b64encode(DIGITS[0].read_bytes()).decode()
+    for parameters, words in [({"top_k": 0}, "top_k"), ({"top_k": "3"}, "top_k"), ({"threshold": 1}, "threshold")]:
+        doc = json.dumps({"inputs": image, "parameters": parameters}).encode()
+        status, answer, _ = classifier.post(doc, "application/json")
+        assert status == 422 and words in answer["error"], answer
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buffer, "ICO")
+    status, answer, _ = classifier.post(buffer.getvalue(), "image/x-icon")
+    assert status == 415 and "ICO" in answer["error"]
+    status, answer, _ = classifier.post(png_of((8000, 8000), "1"), "image/png")
+    assert status == 400 and "pixels" in answer["error"]
+    body, kind = multipart([("a.png", DIGITS[0].read_bytes())] * 17)
+    status, answer, _ = classifier.post(body, kind)
+    assert status in (400, 422) and answer["code"] == status
+
+
+def test_api_key():
+    server = Server(DEMO_CLASSIFIER, "--api-key", KEY)
+    try:
+        data = DIGITS[0].read_bytes()
+        assert server.post(data, "image/png")[0] == 401
+        assert server.post(data, "image/png", headers={"Authorization": "Bearer nope"})[0] == 401
+        assert server.post(data, "image/png", headers={"Authorization": f"Bearer {KEY}"})[0] == 200
+        assert server.get("/health")[0] == 200  # health stays public, as load balancers probe it
+    finally:
+        server.stop()
+
+
+def test_segmentation_masks_are_pngs_at_the_image_size():
+    server = Server(DEMO_SEGMENTER)
+    try:
+        status, answer, _ = server.post(SCENE.read_bytes(), "image/png")
+        want = tve.load(DEMO_SEGMENTER).segment(SCENE)
+        assert status == 200 and [a["label"] for a in answer] == [s["label"] for s in want["segments"]]
+        size = Image.open(SCENE).size
+        for a, s in zip(answer, want["segments"], strict=True):
+            mask = Image.open(io.BytesIO(base64.b64decode(a["mask"])))
+            assert a["score"] is None and mask.size == size and mask.mode == "L"
+            np.testing.assert_array_equal(np.asarray(mask), np.asarray(s["mask"]))
+    finally:
+        server.stop()
