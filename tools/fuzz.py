@@ -172,7 +172,7 @@ REFERENCE = textwrap.dedent(
                 processor = transformers.AutoImageProcessor.from_pretrained(ask["dir"])
                 inputs = processor(images=Image.open(ask["photo"]).convert("RGB"), return_tensors="pt")
                 with torch.no_grad():
-                    logits = model(**inputs).logits.numpy().astype(np.float64)
+                    logits = model(**inputs, return_dict=True).logits.numpy().astype(np.float64)
                 answer = {"ok": logits.tolist()}
         except Exception as e:
             answer = {"error": f"{type(e).__name__}: {e}"[:300]}
