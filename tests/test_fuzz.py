@@ -29,7 +29,7 @@ def test_reproducers_stay_fixed(tmp_path):
     """Every kept reproducer (tests/data/fuzz) ends as its case.json expects: a clean error, in a forked child."""
     r, table = fuzz("--replay", ROOT / "tests" / "data" / "fuzz", "--out", tmp_path)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
-    assert "| all | 20 |" in table, table
+    assert "| all | 21 |" in table, table
 
 
 @pytest.mark.slow

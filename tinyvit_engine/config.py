@@ -362,7 +362,7 @@ def _id2label(d: dict[str, Any]) -> dict[int, str]:
     """The labels as transformers reads them: id2label, unless num_labels is given too and disagrees with it (then
     LABEL_0 ... LABEL_{n-1}, as PretrainedConfig does)."""
     n = d.get("num_labels")
-    if n is not None:
+    if "num_labels" in d:  # null too: transformers refuses it
         _require(_is_int(n) and 0 <= n <= LIMITS["num_labels"], "num_labels", n, "an integer in [0, 100000]")
     labels = d.get("id2label")
     if labels is not None:
