@@ -55,6 +55,12 @@ def assert_parity(engine, reference, rtol=RTOL):
         np.testing.assert_allclose(got, ref, rtol=rtol, atol=rtol * scale, err_msg=key)
 
 
+@torch.no_grad()
+def torch_forward(model, x, **kw):
+    """transformers' forward on a numpy batch."""
+    return model(torch.from_numpy(x), **kw)
+
+
 def pixels(batch, h, w, seed=0, channels=3):
     return np.random.default_rng(seed).random((batch, channels, h, w), dtype=np.float32)
 

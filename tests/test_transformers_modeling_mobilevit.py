@@ -22,7 +22,7 @@ Not ported, and why:
 import numpy as np
 import pytest
 import transformers
-from hf import on_photo, pixels, rebuilt_checkpoint, save_checkpoint, v1_model
+from hf import on_photo, pixels, rebuilt_checkpoint, save_checkpoint, torch_forward, v1_model
 
 import tinyvit_engine as tve
 
@@ -60,19 +60,12 @@ def pixel_values():
     return pixels(BATCH, IMAGE_SIZE, IMAGE_SIZE, seed=7)
 
 
-def _torch(model, x, **kw):
-    import torch
-
-    with torch.no_grad():
-        return model(torch.from_numpy(x), **kw)
-
-
 def test_model(checkpoints, pixel_values):
     path, torch_model = checkpoints["base"]
     result = tve.MobileViTModel.from_pretrained(path)(pixel_values)
     side = IMAGE_SIZE // OUTPUT_STRIDE
     assert result.last_hidden_state.shape == (BATCH, LAST_HIDDEN_SIZE, side, side)
-    want = _torch(torch_model, pixel_values).last_hidden_state.numpy()
+    want = torch_forward(torch_model, pixel_values).last_hidden_state.numpy()
     np.testing.assert_allclose(result.last_hidden_state, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
@@ -101,7 +94,7 @@ def test_for_image_classification(checkpoints, pixel_values):
     path, torch_model = checkpoints["classification"]
     result = tve.MobileViTForImageClassification.from_pretrained(path)(pixel_values)
     assert result.logits.shape == (BATCH, NUM_LABELS)
-    want = _torch(torch_model, pixel_values).logits.numpy()
+    want = torch_forward(torch_model, pixel_values).logits.numpy()
     np.testing.assert_allclose(result.logits, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
@@ -110,7 +103,7 @@ def test_for_semantic_segmentation(checkpoints, pixel_values):
     result = tve.MobileViTForSemanticSegmentation.from_pretrained(path)(pixel_values)
     side = IMAGE_SIZE // OUTPUT_STRIDE
     assert result.logits.shape == (BATCH, NUM_LABELS, side, side)
-    want = _torch(torch_model, pixel_values).logits.numpy()
+    want = torch_forward(torch_model, pixel_values).logits.numpy()
     np.testing.assert_allclose(result.logits, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
@@ -140,7 +133,7 @@ def test_a_checkpoint_whose_config_asks_for_hidden_states_returns_them(checkpoin
     torch_model = checkpoints["classification"][1]
     torch_model.config.output_hidden_states = True
     try:
-        want = _torch(torch_model, pixel_values).hidden_states
+        want = torch_forward(torch_model, pixel_values).hidden_states
     finally:
         torch_model.config.output_hidden_states = False
     got = tve.MobileViTForImageClassification.from_pretrained(path)(pixel_values).hidden_states

@@ -21,7 +21,7 @@ Not ported, and why:
 import numpy as np
 import pytest
 import transformers
-from hf import on_photo, pixels, rebuilt_checkpoint, save_checkpoint, v2_model
+from hf import on_photo, pixels, rebuilt_checkpoint, save_checkpoint, torch_forward, v2_model
 
 import tinyvit_engine as tve
 
@@ -64,13 +64,6 @@ def pixel_values():
     return pixels(BATCH, IMAGE_SIZE, IMAGE_SIZE, seed=8)
 
 
-def _torch(model, x, **kw):
-    import torch
-
-    with torch.no_grad():
-        return model(torch.from_numpy(x), **kw)
-
-
 def _close(got, want, rtol=2e-4):
     np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
 
@@ -80,7 +73,7 @@ def test_model(checkpoints, pixel_values):
     result = tve.MobileViTV2Model.from_pretrained(path)(pixel_values)
     side = IMAGE_SIZE // OUTPUT_STRIDE
     assert result.last_hidden_state.shape == (BATCH, LAST_HIDDEN_SIZE, side, side)
-    _close(result.last_hidden_state, _torch(torch_model, pixel_values).last_hidden_state.numpy())
+    _close(result.last_hidden_state, torch_forward(torch_model, pixel_values).last_hidden_state.numpy())
 
 
 @pytest.mark.parametrize("task", CLASSES)
@@ -98,7 +91,7 @@ def test_hidden_states_output(checkpoints, pixel_values, task):
 
     outputs = model(pixel_values=pixel_values, output_hidden_states=True)
     check_hidden_states_output(outputs)
-    want = _torch(checkpoints[task][1], pixel_values, output_hidden_states=True).hidden_states
+    want = torch_forward(checkpoints[task][1], pixel_values, output_hidden_states=True).hidden_states
     for got, ref in zip(outputs.hidden_states, want, strict=True):
         _close(got, ref.numpy())
     # check that output_hidden_states also work using config
@@ -111,7 +104,7 @@ def test_for_image_classification(checkpoints, pixel_values):
     path, torch_model = checkpoints["classification"]
     result = tve.MobileViTV2ForImageClassification.from_pretrained(path)(pixel_values)
     assert result.logits.shape == (BATCH, NUM_LABELS)
-    _close(result.logits, _torch(torch_model, pixel_values).logits.numpy())
+    _close(result.logits, torch_forward(torch_model, pixel_values).logits.numpy())
 
 
 def test_for_semantic_segmentation(checkpoints, pixel_values):
@@ -119,7 +112,7 @@ def test_for_semantic_segmentation(checkpoints, pixel_values):
     result = tve.MobileViTV2ForSemanticSegmentation.from_pretrained(path)(pixel_values)
     side = IMAGE_SIZE // OUTPUT_STRIDE
     assert result.logits.shape == (BATCH, NUM_LABELS, side, side)
-    _close(result.logits, _torch(torch_model, pixel_values).logits.numpy())
+    _close(result.logits, torch_forward(torch_model, pixel_values).logits.numpy())
 
 
 # ---------------------------------------------------------------- MobileViTV2ModelIntegrationTest

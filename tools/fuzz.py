@@ -694,10 +694,9 @@ class Campaign:
         return "\n".join(lines)
 
 
-def baselines(scratch: Path, jobs: int, reference: Reference) -> dict:
+def baselines(scratch: Path) -> dict:
     """Each engine file's answer, unmutated, computed in a child like every case."""
     out = {}
-    probe_campaign = Campaign(scratch / "unused", jobs, reference, {})
     for name in sorted(p.name for p in (ROOT / "weights").glob("mobilevit-digits*.safetensors")):
         case = scratch / f"baseline-{name}"
         case.mkdir()
@@ -711,7 +710,6 @@ def baselines(scratch: Path, jobs: int, reference: Reference) -> dict:
         if result["outcome"] != "answer":
             raise RuntimeError(f"the unmutated {name} gives no answer: {result}")
         out[name] = np.load(case / "answer.npy")
-    del probe_campaign
     return out
 
 
@@ -735,7 +733,7 @@ def main(argv: list[str] | None = None) -> int:
     reference = Reference()
     scratch = Path(tempfile.mkdtemp(prefix="tinyvit-fuzz-"))
     try:
-        campaign = Campaign(args.out, args.jobs, reference, baselines(scratch, args.jobs, reference))
+        campaign = Campaign(args.out, args.jobs, reference, baselines(scratch))
         if args.replay:
             cases = []
             for found in sorted(p.parent for p in args.replay.rglob("case.json")):

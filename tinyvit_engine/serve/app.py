@@ -30,6 +30,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image
 
@@ -122,8 +123,6 @@ def _segment_json(segment: dict) -> dict:
 
 
 def model_name(path: str) -> str:
-    from pathlib import Path
-
     name = Path(str(path)).name
     return name.removesuffix(".safetensors") or "model"
 
