@@ -1,72 +1,20 @@
-"""`tinyvit serve` (issue 23, a first part): the real server on loopback, spoken to by a real HTTP client
-(urllib), its answers held to the engine's own classify / segment on the same files, and its errors."""
+"""`tinyvit serve`: the real server on loopback, spoken to by a real HTTP client (urllib, http.client), its
+answers held to the engine's own classify / segment / explain on the same files, and its errors."""
 
 import base64
 import io
 import json
-import socket
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from serving import DIGITS, SCENE, TINYVIT, Server, multipart
 from tinyvit_engine.weights import DEMO_CLASSIFIER, DEMO_SEGMENTER
 
 import tinyvit_engine as tve
 
-ROOT = Path(__file__).resolve().parent.parent
-TINYVIT = str(Path(sys.executable).with_name("tinyvit"))
-DIGITS = [ROOT / "examples" / f"digit-{d}.png" for d in (3, 6, 7)]
-SCENE = ROOT / "examples" / "scene-0.png"
 KEY = "s3cret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, model, *extra):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [TINYVIT, "--threads", "1", "serve", str(model), "--port", str(self.port), *extra]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if self.get("/health")[0] == 200:
-                    return
-            except OSError:
-                pass
-            assert self.proc.poll() is None, self.proc.stderr.read()
-            time.sleep(0.2)
-        raise AssertionError("the server did not become ready")
-
-    def request(self, path, data=None, headers=None, method=None):
-        req = urllib.request.Request(self.url + path, data=data, headers=headers or {}, method=method)
-        try:
-            with urllib.request.urlopen(req, timeout=60) as r:
-                return r.status, json.loads(r.read()), dict(r.headers)
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read()), dict(e.headers)
-
-    def get(self, path, headers=None):
-        return self.request(path, headers=headers)
-
-    def post(self, data, content_type, path="/predict", headers=None):
-        return self.request(path, data, {"Content-Type": content_type, **(headers or {})}, "POST")
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -79,21 +27,6 @@ def classifier():
 @pytest.fixture(scope="module")
 def engine():
     return tve.load(DEMO_CLASSIFIER)
-
-
-def multipart(files):
-    boundary = uuid.uuid4().hex
-    body = b""
-    for name, data in files:
-        body += (
-            (
-                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-                "Content-Type: image/png\r\n\r\n"
-            ).encode()
-            + data
-            + b"\r\n"
-        )
-    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
 def same(answer, expected):
@@ -214,16 +147,73 @@ def test_api_key():
         server.stop()
 
 
-def test_segmentation_masks_are_pngs_at_the_image_size():
+@pytest.fixture(scope="module")
+def segmenter():
     server = Server(DEMO_SEGMENTER)
-    try:
-        status, answer, _ = server.post(SCENE.read_bytes(), "image/png")
-        want = tve.load(DEMO_SEGMENTER).segment(SCENE)
-        assert status == 200 and [a["label"] for a in answer] == [s["label"] for s in want["segments"]]
-        size = Image.open(SCENE).size
-        for a, s in zip(answer, want["segments"], strict=True):
-            mask = Image.open(io.BytesIO(base64.b64decode(a["mask"])))
-            assert a["score"] is None and mask.size == size and mask.mode == "L"
-            np.testing.assert_array_equal(np.asarray(mask), np.asarray(s["mask"]))
-    finally:
-        server.stop()
+    yield server
+    server.stop()
+
+
+def test_segmentation_masks_are_pngs_at_the_image_size(segmenter):
+    status, answer, _ = segmenter.post(SCENE.read_bytes(), "image/png")
+    want = tve.load(DEMO_SEGMENTER).segment(SCENE)
+    assert status == 200 and [a["label"] for a in answer] == [s["label"] for s in want["segments"]]
+    size = Image.open(SCENE).size
+    for a, s in zip(answer, want["segments"], strict=True):
+        mask = Image.open(io.BytesIO(base64.b64decode(a["mask"])))
+        assert a["score"] is None and mask.size == size and mask.mode == "L"
+        np.testing.assert_array_equal(np.asarray(mask), np.asarray(s["mask"]))
+
+
+def test_segmentation_label_map_and_overlay_as_one_png(segmenter):
+    from tinyvit_engine.jobs import label_image, overlay
+
+    want = tve.load(DEMO_SEGMENTER).segment(SCENE)["label_map"]
+    status, data, headers = segmenter.post(SCENE.read_bytes(), "image/png", path="/predict?output=label_map")
+    assert status == 200 and headers["content-type"] == "image/png"
+    labels = Image.open(io.BytesIO(data))
+    assert labels.mode == "P" and labels.getpalette() == label_image(want).getpalette()
+    np.testing.assert_array_equal(np.asarray(labels), want)
+    doc = {"inputs": base64.b64encode(SCENE.read_bytes()).decode(), "parameters": {"output": "overlay"}}
+    status, data, _ = segmenter.post(json.dumps(doc).encode(), "application/json")
+    assert status == 200
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(io.BytesIO(data))), np.asarray(overlay(Image.open(SCENE).convert("RGB"), want))
+    )
+    body, kind = multipart([(SCENE.name, SCENE.read_bytes())] * 2)
+    status, answer, _ = segmenter.post(body, kind, path="/predict?output=overlay")
+    assert status == 422 and "one image" in answer["error"]
+    status, answer, _ = segmenter.post(SCENE.read_bytes(), "image/png", path="/predict?output=svg")
+    assert status == 422 and "output" in answer["error"]
+
+
+@pytest.mark.parametrize("which", ["classifier", "segmenter"])
+def test_explain_equals_the_command_line(which, request, tmp_path):
+    server = request.getfixturevalue(which)
+    photo, model = (DIGITS[2], DEMO_CLASSIFIER) if which == "classifier" else (SCENE, DEMO_SEGMENTER)
+    point = ["--point", "20,30"] if which == "classifier" else []
+    subprocess.run([TINYVIT, "explain", str(photo), "--model", str(model), "-o", str(tmp_path), *point], check=True,
+                   capture_output=True)  # fmt: skip
+    query = "?point=20,30" if point else ""
+    status, answer, headers = server.post(photo.read_bytes(), "image/png", path="/explain" + query)
+    assert status == 200 and float(headers["x-inference-time-ms"]) > 0
+    files = sorted(tmp_path.glob(f"{photo.stem}.layer*.png"))
+    assert len(answer["layers"]) == len(files) > 0
+    assert (answer["query"] is not None) == (tve.load(model).config.model_type == "mobilevit")
+    for b64, file in zip(answer["layers"], files, strict=True):
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(io.BytesIO(base64.b64decode(b64)))), np.asarray(Image.open(file))
+        )
+    status, answer, _ = server.post(photo.read_bytes(), "image/png", path="/explain?point=1e9,0")
+    assert status == 400 and "outside" in answer["error"], answer
+    body, kind = multipart([(photo.name, photo.read_bytes())] * 2)
+    assert server.post(body, kind, path="/explain")[0] == 422
+
+
+def test_the_page_is_served_whole(classifier):
+    import urllib.request
+
+    with urllib.request.urlopen(classifier.url + "/", timeout=30) as r:
+        page = r.read().decode()
+    assert r.status == 200 and 'data-model="&quot;mobilevit-digits&quot;"' in page
+    assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page  # nothing from elsewhere

@@ -286,8 +286,10 @@ def run_serve(args) -> None:
             f"tinyvit serve needs Starlette and uvicorn: pip install 'tinyvit-engine[serve]' ({e})"
         ) from None
     path = _model_path(args.model, "classify")
-    print(f"serving {path} on http://{args.host}:{args.port} (POST /predict, GET /health)", flush=True)
-    serve(path, host=args.host, port=args.port, api_key=args.api_key)
+    import numba
+
+    print(f"serving {path} on http://{args.host}:{args.port} (the page at /; POST /predict, /explain)", flush=True)
+    serve(path, host=args.host, port=args.port, api_key=args.api_key, threads=numba.get_num_threads())
 
 
 def run_info(args) -> None:

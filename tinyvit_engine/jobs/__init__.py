@@ -25,11 +25,23 @@ import numba
 
 from ..model import Model
 from .files import JobError, Output, Progress, expand, recorded
-from .maps import palette, save_maps
+from .maps import label_image, overlay, palette, save_maps
 from .streams import BATCH, results, streams
 from .workers import records as workers_records
 
-__all__ = ["BATCH", "JobError", "expand", "palette", "recorded", "results", "run", "save_maps", "streams"]
+__all__ = [
+    "BATCH",
+    "JobError",
+    "expand",
+    "label_image",
+    "overlay",
+    "palette",
+    "recorded",
+    "results",
+    "run",
+    "save_maps",
+    "streams",
+]
 
 
 def run(

@@ -24,12 +24,21 @@ def palette(n: int = 256) -> np.ndarray:
     return colors
 
 
+def label_image(label_map: np.ndarray) -> Image.Image:
+    """The label map as a palette PNG: pixel values are class indices, shown in VOC's colours."""
+    labels = Image.fromarray(label_map.astype(np.uint8), mode="P")
+    labels.putpalette(palette().tobytes())
+    return labels
+
+
+def overlay(photo: Image.Image, label_map: np.ndarray) -> Image.Image:
+    """The classes in VOC's colours over the photo (background, class 0, left as it is)."""
+    pixels = np.asarray(photo, np.float32)
+    mixed = np.where(label_map[..., None] > 0, 0.4 * pixels + 0.6 * palette()[label_map], pixels)
+    return Image.fromarray(mixed.round().astype(np.uint8))
+
+
 def save_maps(outdir: Path, path: Path, label_map: np.ndarray) -> None:
     """<stem>.labels.png (class indices, VOC colours) and <stem>.overlay.png (the classes over the photo)."""
-    colors = palette()
-    labels = Image.fromarray(label_map.astype(np.uint8), mode="P")
-    labels.putpalette(colors.tobytes())
-    labels.save(outdir / f"{path.stem}.labels.png")
-    photo = np.asarray(load_image(str(path)), np.float32)
-    overlay = np.where(label_map[..., None] > 0, 0.4 * photo + 0.6 * colors[label_map], photo)
-    Image.fromarray(overlay.round().astype(np.uint8)).save(outdir / f"{path.stem}.overlay.png")
+    label_image(label_map).save(outdir / f"{path.stem}.labels.png")
+    overlay(load_image(str(path)), label_map).save(outdir / f"{path.stem}.overlay.png")

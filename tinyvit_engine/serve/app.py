@@ -1,23 +1,31 @@
-"""The HTTP service: one model per process, answers equal to `tinyvit classify` / `segment` on the same file.
+"""The HTTP service: one model per process, answers equal to `tinyvit classify` / `segment` / `explain` on the same
+file.
 
 Routes
+  GET /                  the web page (page.html: no external assets)
   POST /predict          an image as the raw body (Content-Type: image/*), as multipart field `file` (one or
-                         more), or JSON {"inputs": base64 | [base64, ...], "parameters": {"top_k": k}}.
-                         Classification: [{"label", "score"}]; segmentation: [{"label", "score": null, "mask":
-                         base64 PNG at the image's size}], as transformers' pipelines give them (a list per image
-                         when several are sent).
+                         more), or JSON {"inputs": base64 | [base64, ...], "parameters": {...}}; parameters also
+                         as the query string (?top_k=3). Classification: [{"label", "score"}] (top_k, default 5);
+                         segmentation: [{"label", "score": null, "mask": base64 PNG at the image's size}], as
+                         transformers' pipelines give them (a list per image when several are sent), or with
+                         output=label_map / overlay one PNG (class indices in VOC's colours / the classes over the
+                         photo).
+  POST /explain          one image (the same three forms): {"what", "query", "layers": [base64 PNG, ...]}, the
+                         attention heatmap of each transformer layer over the model's view (`tinyvit explain`);
+                         parameters.point = [x, y] (pixels of the image) picks MobileViT's query patch
   GET /health            llama.cpp's: 200 {"status": "ok"} once a warm-up inference has run, 503 before
   GET /v2/health/live    the Open Inference Protocol (KServe, Triton, OpenVINO Model Server): 200 while the process
   GET /v2/health/ready   ... and 200 once ready, 503 before
   GET /v2/models/{name}  the model's metadata: name, platform, inputs, outputs, and the model card
 
 Errors are {"error": message, "code": status}: 400 an undecodable image or bad JSON, 401 a wrong or missing API
-key, 413 a body too large, 415 a content type or image format not taken, 422 bad parameters, 429 the queue is full
-(with Retry-After), 503 not ready. Every answer says its inference time in X-Inference-Time-Ms.
+key, 408 a body not sent in time, 413 a body too large, 415 a content type or image format not taken, 422 bad
+parameters, 429 the queue is full (with Retry-After), 503 not ready or an answer not ready in time. Every answer
+says the server's time on it (decoding, queue, model, encoding) in X-Inference-Time-Ms.
 
-Safe on a network: the body, the decoded pixels, the images per request, the multipart parts and fields and the
-formats decoded are bounded (Limits); nothing a client sends names a path on the server; inference runs on the
-engine's threads, off the event loop, behind a bounded queue.
+Safe on a network: the body, the time to send it, the decoded pixels, the images per request, the multipart parts
+and fields and the formats decoded are bounded (Limits); nothing a client sends names a path on the server.
+Decoding runs off the event loop; inference runs on the batch jobs' streams behind a bounded queue (batcher.py).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import html
 import io
 import json
 import threading
@@ -34,11 +43,17 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..api.explain import heatmaps
+from ..api.explain import overlay as heat_overlay
 from ..errors import TinyVitError
+from ..jobs import label_image, overlay
 from ..model import Model, load
+from ..postprocess import post_process_semantic_segmentation, segments, top_labels
 from ..processor import load_image
+from .batcher import Batcher, Full
 
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")  # decoded; anything else is 415
+PAGE = Path(__file__).with_name("page.html")
 
 
 @dataclass(frozen=True)
@@ -49,8 +64,9 @@ class Limits:
     pixels: int = 40_000_000  # decoded pixels of one image (a PNG bomb is a 400, not an out-of-memory)
     images: int = 16  # images per request
     parts: int = 16  # multipart parts and fields
-    queue: int = 32  # requests waiting for the model; past that, 429
+    queue: int = 64  # images waiting for the model; past that, 429
     top_k: int = 1000
+    seconds: float = 30.0  # to send the body, and again for the answer (a slow client gets 408)
 
 
 class HTTPError(Exception):
@@ -60,14 +76,13 @@ class HTTPError(Exception):
 
 
 class Service:
-    """The model, loaded and warmed on a thread of its own so that /health can say 503 meanwhile."""
+    """The model, loaded and warmed on a thread of its own so that /health can say 503 meanwhile, and its streams."""
 
-    def __init__(self, model_path: str, limits: Limits) -> None:
-        self.model_path, self.limits = model_path, limits
+    def __init__(self, model_path: str, limits: Limits, threads: int) -> None:
+        self.model_path, self.limits, self.threads = model_path, limits, threads
         self.model: Model | None = None
+        self.batcher: Batcher | None = None
         self.failed: str | None = None
-        self.waiting = 0
-        self.lock = threading.Lock()  # one inference at a time: it already uses every engine thread
         threading.Thread(target=self._load, daemon=True, name="tinyvit-load").start()
 
     def _load(self) -> None:
@@ -75,6 +90,7 @@ class Service:
             model = load(self.model_path)
             warm = Image.new("RGB", (64, 64), (127, 127, 127))
             (model.classify if model.config.task == "image-classification" else model.segment)(warm)
+            self.batcher = Batcher(model, self.threads, self.limits.queue)
             self.model = model
         except Exception as e:  # noqa: BLE001 -- said by /health and every request from then on
             self.failed = f"{type(e).__name__}: {e}"
@@ -98,28 +114,56 @@ class Service:
             "storage": getattr(model, "storage", None),
         }
 
-    def predict(self, images: list[bytes], top_k: int | None) -> list:
-        """The pipeline's answer per image (the model's own processor, as the CLI)."""
+    def decode(self, data: bytes, name: str) -> Image.Image:
+        """One upload as an RGB image, within the format allow-list and the pixel limit (read off the header)."""
+        try:
+            with Image.open(io.BytesIO(data)) as header:
+                kind, width, height = header.format, header.width, header.height
+        except Exception:  # noqa: BLE001 -- not an image: load_image below says why, as the CLI would
+            kind = None
+        if kind is not None and kind not in FORMATS:
+            raise HTTPError(415, f"{name}: {kind} images are not taken; send one of {', '.join(FORMATS)}")
+        if kind is not None and width * height > self.limits.pixels:
+            raise HTTPError(400, f"{name}: {width}x{height} is more than {self.limits.pixels} pixels")
+        return load_image(bytes(data), name=name, formats=FORMATS)
+
+    def prepare(self, images: list[bytes]) -> list[tuple[Image.Image, object]]:
+        """(image, pixel values) per upload: decoded and preprocessed, as a batch job does (on a worker thread)."""
         model = self.ready()
-        decoded = []
-        for i, data in enumerate(images):
-            name = f"image {i}" if len(images) > 1 else "the image"
-            header = Image.open(io.BytesIO(data)) if data else None
-            if header is not None and header.format not in FORMATS:
-                raise HTTPError(415, f"{name}: {header.format} images are not taken; send one of {', '.join(FORMATS)}")
-            if header is not None and header.width * header.height > self.limits.pixels:
-                raise HTTPError(400, f"{name}: {header.width}x{header.height} is more than {self.limits.pixels} pixels")
-            decoded.append(load_image(bytes(data), name=name, formats=FORMATS))
-        with self.lock:
-            if model.config.task == "image-classification":
-                return model.classify(decoded, top_k=top_k or 5)
-            return [[_segment_json(s) for s in r["segments"]] for r in model.segment(decoded)]
+        named = [(data, f"image {i}" if len(images) > 1 else "the image") for i, data in enumerate(images)]
+        decoded = [self.decode(data, name) for data, name in named]
+        return [(image, model.processor.process_one(image)) for image in decoded]
+
+    def answer(self, image: Image.Image, logits, parameters: dict):
+        """The pipeline's answer for one image from its logits row (on a worker thread)."""
+        cfg = self.ready().config
+        if cfg.task == "image-classification":
+            return top_labels(cfg, logits, parameters.get("top_k", 5))[0]
+        (label_map,) = post_process_semantic_segmentation(logits, [(image.height, image.width)])
+        output = parameters.get("output", "segments")
+        if output == "label_map":
+            return png(label_image(label_map))
+        if output == "overlay":
+            return png(overlay(image, label_map))
+        return [
+            {"label": s["label"], "score": s["score"], "mask": base64.b64encode(png(s["mask"])).decode()}
+            for s in segments(cfg, label_map)
+        ]
+
+    def explain(self, image: Image.Image, point: tuple[float, float] | None) -> dict:
+        """The attention heatmaps of `tinyvit explain` as base64 PNGs (the model called alone, on a stream)."""
+        view, maps, query = heatmaps(self.ready(), image, point)
+        return {
+            "what": "attention of the query patch" if query is not None else "context scores",
+            "query": None if query is None else [round(query[0], 2), round(query[1], 2)],
+            "layers": [base64.b64encode(png(heat_overlay(view, heat, query))).decode() for heat in maps],
+        }
 
 
-def _segment_json(segment: dict) -> dict:
+def png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    segment["mask"].save(buffer, format="PNG")
-    return {"label": segment["label"], "score": segment["score"], "mask": base64.b64encode(buffer.getvalue()).decode()}
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def model_name(path: str) -> str:
@@ -127,17 +171,62 @@ def model_name(path: str) -> str:
     return name.removesuffix(".safetensors") or "model"
 
 
+def query_parameters(query) -> dict:
+    """The query string's parameters, typed as JSON would give them (?top_k=3, ?point=120,80, ?output=overlay)."""
+    typed = {}
+    for key, value in query.items():
+        if key == "top_k" and value.isdigit():
+            typed[key] = int(value)
+        elif key == "point":
+            try:
+                typed[key] = [float(v) for v in value.split(",")]
+            except ValueError:
+                typed[key] = value
+        else:
+            typed[key] = value
+    return typed
+
+
+def check_parameters(task: str, route: str, parameters: dict, limits: Limits) -> dict:
+    """The request's parameters, checked and typed (query-string values arrive as text); unknown ones are 422."""
+    known = {"top_k"} if task == "image-classification" else {"output"}
+    known = {"point"} if route == "explain" else known
+    unknown = sorted(set(parameters) - known)
+    if unknown:
+        raise HTTPError(422, f"parameters.{unknown[0]}: not a parameter of /{route} here ({', '.join(known)} is)")
+    checked = {}
+    if "top_k" in parameters:
+        k = parameters["top_k"]
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= limits.top_k:
+            raise HTTPError(422, f"parameters.top_k = {k!r:.40}: expected an integer in [1, {limits.top_k}]")
+        checked["top_k"] = k
+    if "output" in parameters:
+        if parameters["output"] not in ("segments", "label_map", "overlay"):
+            raise HTTPError(422, f"parameters.output = {parameters['output']!r:.40}: segments, label_map or overlay")
+        checked["output"] = parameters["output"]
+    if "point" in parameters:
+        try:
+            x, y = (float(v) for v in parameters["point"] if not isinstance(v, (str, bool)))
+        except (TypeError, ValueError):
+            raise HTTPError(422, f"parameters.point = {parameters['point']!r:.40}: expected [x, y] pixels") from None
+        checked["point"] = (x, y)
+    return checked
+
+
 # ---------------------------------------------------------------- the ASGI app
 
 
-def create_app(model_path: str, api_key: str | None = None, limits: Limits = Limits()):
-    """The Starlette app serving `model_path` (an engine file, a checkpoint directory or a Hub id)."""
+def create_app(model_path: str, api_key: str | None = None, limits: Limits = Limits(), threads: int = 1):
+    """The Starlette app serving `model_path` (an engine file, a checkpoint directory or a Hub id) on `threads`
+    Numba threads."""
     from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse
+    from starlette.requests import ClientDisconnect, Request
+    from starlette.responses import HTMLResponse, JSONResponse, Response
     from starlette.routing import Route
 
-    service = Service(model_path, limits)
+    service = Service(model_path, limits, threads)
+    name = model_name(model_path)
+    page = PAGE.read_text().replace("{{MODEL}}", html.escape(json.dumps(name)))
 
     def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
         return JSONResponse({"error": " ".join(str(message).split()), "code": status}, status, headers=headers)
@@ -152,8 +241,13 @@ def create_app(model_path: str, api_key: str | None = None, limits: Limits = Lim
                 return error(e.status, e.message, e.headers)
             except TinyVitError as e:
                 return error(400, str(e))
+            except ClientDisconnect:  # nobody is left to answer
+                return Response(status_code=499)
 
         return run
+
+    async def index(request: Request):
+        return HTMLResponse(page)
 
     async def health(request: Request):
         if service.model is None:
@@ -182,34 +276,61 @@ def create_app(model_path: str, api_key: str | None = None, limits: Limits = Lim
             }
         )
 
-    async def predict(request: Request):
-        service.ready()
-        images, parameters = await _read_request(request, limits)
-        top_k = parameters.get("top_k")
-        if top_k is not None and (
-            isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= limits.top_k
-        ):
-            raise HTTPError(422, f"parameters.top_k = {top_k!r:.40}: expected an integer in [1, {limits.top_k}]")
-        unknown = sorted(set(parameters) - {"top_k"})
-        if unknown:
-            raise HTTPError(422, f"parameters.{unknown[0]}: not a parameter of this task (top_k is)")
-        if service.waiting >= limits.queue:
-            raise HTTPError(429, f"{service.waiting} requests are waiting; try again shortly", {"Retry-After": "1"})
-        service.waiting += 1
-        start = time.perf_counter()
+    async def read(request: Request, route: str) -> tuple[list[tuple[Image.Image, object]], dict]:
+        """The request's images, decoded and preprocessed off the event loop, and its checked parameters."""
+        model = service.ready()
         try:
-            answers = await asyncio.to_thread(service.predict, images, top_k)
-        finally:
-            service.waiting -= 1
-        elapsed = f"{(time.perf_counter() - start) * 1000:.1f}"
-        return JSONResponse(answers[0] if len(answers) == 1 else answers, headers={"X-Inference-Time-Ms": elapsed})
+            images, parameters = await asyncio.wait_for(_read_request(request, limits), limits.seconds)
+        except asyncio.TimeoutError:
+            raise HTTPError(408, f"the request was not sent within {limits.seconds:g} s") from None
+        parameters = check_parameters(
+            model.config.task, route, {**query_parameters(request.query_params), **parameters}, limits
+        )
+        if route == "explain" and len(images) != 1:
+            raise HTTPError(422, f"{len(images)} images; /explain takes one")
+        if parameters.get("output", "segments") != "segments" and len(images) != 1:
+            raise HTTPError(422, f"output={parameters['output']} answers one PNG: send one image, not {len(images)}")
+        return await asyncio.to_thread(service.prepare, images), parameters
+
+    async def queued(pixels=None, call=None):
+        """The model's answer through the queue, within the time limit (the work goes on if the wait is cut)."""
+        try:
+            future = service.batcher.submit(pixels, call)
+        except Full as e:
+            raise HTTPError(429, f"{e}; try again shortly", {"Retry-After": "1"}) from None
+        try:
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), limits.seconds)
+        except asyncio.TimeoutError:
+            raise HTTPError(503, f"no answer within {limits.seconds:g} s: the server is overloaded") from None
+
+    def timed(start: float) -> dict:
+        return {"X-Inference-Time-Ms": f"{(time.perf_counter() - start) * 1000:.1f}"}
+
+    async def predict(request: Request):
+        prepared, parameters = await read(request, "predict")
+        start = time.perf_counter()
+        logits = await asyncio.gather(*(queued(pixels) for _, pixels in prepared))
+        answers = await asyncio.to_thread(
+            lambda: [service.answer(image, row, parameters) for (image, _), row in zip(prepared, logits, strict=True)]
+        )
+        if isinstance(answers[0], bytes):
+            return Response(answers[0], media_type="image/png", headers=timed(start))
+        return JSONResponse(answers[0] if len(answers) == 1 else answers, headers=timed(start))
+
+    async def explain(request: Request):
+        [(image, _)], parameters = await read(request, "explain")
+        start = time.perf_counter()
+        maps = await queued(call=lambda: service.explain(image, parameters.get("point")))
+        return JSONResponse(maps, headers=timed(start))
 
     routes = [
+        Route("/", index),
         Route("/health", guarded(health, public=True)),
         Route("/v2/health/live", guarded(live, public=True)),
         Route("/v2/health/ready", guarded(ready, public=True)),
         Route("/v2/models/{name}", guarded(metadata)),
         Route("/predict", guarded(predict), methods=["POST"]),
+        Route("/explain", guarded(explain), methods=["POST"]),
     ]
     app = Starlette(routes=routes)
     app.state.service = service
@@ -217,7 +338,7 @@ def create_app(model_path: str, api_key: str | None = None, limits: Limits = Lim
 
 
 async def _read_request(request, limits: Limits) -> tuple[list[bytes], dict]:
-    """The images and parameters of a /predict request, in any of its three forms, within the limits."""
+    """The images and parameters of a request, in any of its three forms, within the limits."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limits.body_bytes:
         raise HTTPError(413, f"the body is {declared} bytes; at most {limits.body_bytes} are taken")
@@ -226,6 +347,8 @@ async def _read_request(request, limits: Limits) -> tuple[list[bytes], dict]:
         try:
             form = await request.form(max_files=limits.parts, max_fields=limits.parts)
         except Exception as e:  # noqa: BLE001 -- python-multipart's errors: a malformed or oversized form
+            if type(e).__name__ == "ClientDisconnect":
+                raise
             raise HTTPError(400, f"the multipart form cannot be read: {e}") from None
         files = [f for f in form.getlist("file") if hasattr(f, "read")]
         if not files:
@@ -277,15 +400,18 @@ async def _body(request, limits: Limits) -> bytes:
     return b"".join(chunks)
 
 
-def serve(model_path: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None) -> None:
+def serve(
+    model_path: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, threads: int = 1
+) -> None:
     """Run the service with uvicorn until interrupted."""
     import uvicorn
 
+    limits = Limits()
     uvicorn.run(
-        create_app(model_path, api_key),
+        create_app(model_path, api_key, limits, threads),
         host=host,
         port=port,
         log_level="warning",
-        limit_concurrency=Limits().queue * 2,
+        limit_concurrency=limits.queue * 2,
         timeout_keep_alive=5,
     )
