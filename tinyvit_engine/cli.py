@@ -144,7 +144,17 @@ def _parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only)"
     )
     c.add_argument("--port", type=int, default=8000, help="the port (default 8000)")
-    c.add_argument("--api-key", help="require Authorization: Bearer <key> on /predict and /v2/models")
+    c.add_argument("--api-key", help="require Authorization: Bearer <key> on /predict, /explain and /v2/models")
+    c.add_argument(
+        "--max-batch",
+        type=int,
+        default=8,
+        choices=[1, 2, 4, 8],
+        help="run up to this many waiting images as one batch (1, 2, 4 or 8; default 8; 1: no batching)",
+    )
+    c.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to send a request, and again for its answer (default 30)"
+    )
 
     c = command(
         "info",
@@ -280,7 +290,7 @@ def run_explain(args) -> None:
 
 def run_serve(args) -> None:
     try:
-        from .serve import serve
+        from .serve import Limits, serve
     except ImportError as e:
         raise CliError(
             f"tinyvit serve needs Starlette and uvicorn: pip install 'tinyvit-engine[serve]' ({e})"
@@ -289,7 +299,10 @@ def run_serve(args) -> None:
     import numba
 
     print(f"serving {path} on http://{args.host}:{args.port} (the page at /; POST /predict, /explain)", flush=True)
-    serve(path, host=args.host, port=args.port, api_key=args.api_key, threads=numba.get_num_threads())
+    if not 0 < args.timeout <= 3600:
+        raise CliError(f"--timeout {args.timeout:g}: expected seconds in (0, 3600]")
+    limits = Limits(batch=args.max_batch, seconds=args.timeout)
+    serve(path, args.host, args.port, args.api_key, numba.get_num_threads(), limits)
 
 
 def run_info(args) -> None:

@@ -418,6 +418,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--profile", metavar="MODEL", choices=list(MODELS), help="per-node roofline of one model")
     p.add_argument("--job", nargs="+", metavar="PATH", help="batch-job throughput on these photos (bench/job.py)")
     p.add_argument("--repeat", type=int, default=1, help="with --job: take the photos this many times")
+    p.add_argument(
+        "--serve", nargs="+", metavar="PATH", help="tinyvit serve under load on these photos (bench/serve.py)"
+    )
+    p.add_argument("--clients", type=int, default=8, help="with --serve: concurrent clients")
+    p.add_argument("--requests", type=int, default=200, help="with --serve: requests per client")
+    p.add_argument("--faults", action="store_true", help="with --serve: the fault matrix alongside the load")
     p.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -428,6 +434,11 @@ def main(argv: list[str] | None = None) -> None:
         return profile(args.profile, workdir, args.batch[0])
     if args.job:
         return job(args.job, args.repeat, args.threads, args.rounds, workdir)
+    if args.serve:
+        from . import serve
+
+        threads = max(args.threads)
+        return serve.main(args.serve, args.clients, args.requests, threads, args.faults, workdir)
     if args.quick:
         args.models, args.batch, args.threads = ["mobilevit-xx-small"], [1], [2]
         args.rounds, args.per_round, args.warmup = 2, 3, 2

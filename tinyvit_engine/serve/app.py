@@ -50,7 +50,7 @@ from ..jobs import label_image, overlay
 from ..model import Model, load
 from ..postprocess import post_process_semantic_segmentation, segments, top_labels
 from ..processor import load_image
-from .batcher import Batcher, Full
+from .batcher import SIZES, Batcher, Full
 
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")  # decoded; anything else is 415
 PAGE = Path(__file__).with_name("page.html")
@@ -66,6 +66,7 @@ class Limits:
     parts: int = 16  # multipart parts and fields
     queue: int = 64  # images waiting for the model; past that, 429
     top_k: int = 1000
+    batch: int = 8  # waiting images run as one batch, up to this many (1: one at a time); see batcher.SIZES
     seconds: float = 30.0  # to send the body, and again for the answer (a slow client gets 408)
 
 
@@ -90,7 +91,8 @@ class Service:
             model = load(self.model_path)
             warm = Image.new("RGB", (64, 64), (127, 127, 127))
             (model.classify if model.config.task == "image-classification" else model.segment)(warm)
-            self.batcher = Batcher(model, self.threads, self.limits.queue)
+            sizes = tuple(s for s in SIZES if s <= self.limits.batch)
+            self.batcher = Batcher(model, self.threads, self.limits.queue, sizes)
             self.model = model
         except Exception as e:  # noqa: BLE001 -- said by /health and every request from then on
             self.failed = f"{type(e).__name__}: {e}"
@@ -401,12 +403,16 @@ async def _body(request, limits: Limits) -> bytes:
 
 
 def serve(
-    model_path: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, threads: int = 1
+    model_path: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    threads: int = 1,
+    limits: Limits = Limits(),
 ) -> None:
     """Run the service with uvicorn until interrupted."""
     import uvicorn
 
-    limits = Limits()
     uvicorn.run(
         create_app(model_path, api_key, limits, threads),
         host=host,
