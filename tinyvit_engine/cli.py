@@ -148,9 +148,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--max-batch",
         type=int,
-        default=8,
+        default=4,
         choices=[1, 2, 4, 8],
-        help="run up to this many waiting images as one batch (1, 2, 4 or 8; default 8; 1: no batching)",
+        help="run up to this many waiting images as one batch (1, 2, 4 or 8; default 4; 1: no batching)",
     )
     c.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to send a request, and again for its answer (default 30)"

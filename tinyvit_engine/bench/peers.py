@@ -363,6 +363,30 @@ def job(paths: list[str], repeat: int, threads: list[int], rounds: int, workdir:
     print(jobbench.table(rows))
 
 
+def serve_load(paths: list[str], clients: int, requests: int, threads: int, faults: bool, workdir: Path) -> None:
+    """`tinyvit serve` on mobilevit-xx-small under load (bench/serve.py), against the batch job on the same photos
+    and threads, measured before and after the load (this machine's speed drifts)."""
+    from ..jobs import expand
+    from . import job as jobbench
+    from . import serve
+
+    photos = [str(f) for f in expand(paths)]
+    engine_file = prepare("mobilevit-xx-small", 8, workdir)["engine"]
+    print(machine(), flush=True)
+    print(f"mobilevit-xx-small, {len(photos)} photos", flush=True)
+    files = photos * max(1, 200 // len(photos))
+    before = jobbench.measure(engine_file, files, threads, 3)["job"]
+    print(f"batch job: {before:.1f} images/s on {threads} threads", flush=True)
+    figures = serve.run(engine_file, photos, clients, requests, threads, faults)
+    after = jobbench.measure(engine_file, files, threads, 3)["job"]
+    print(f"batch job: {after:.1f} images/s on {threads} threads", flush=True)
+    job = {"threads": threads, "job": (before + after) / 2, "before": before, "after": after}
+    print(serve.report(figures, job))
+    out = workdir / "serve.json"
+    out.write_text(json.dumps({"machine": machine(), "job": job, **figures}, indent=1, default=str))
+    print(f"(the figures in {out})")
+
+
 # ------------------------------------------------------------------------------------------------------ report
 def machine() -> str:
     cpu = platform.processor()
@@ -435,10 +459,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.job:
         return job(args.job, args.repeat, args.threads, args.rounds, workdir)
     if args.serve:
-        from . import serve
-
-        threads = max(args.threads)
-        return serve.main(args.serve, args.clients, args.requests, threads, args.faults, workdir)
+        return serve_load(args.serve, args.clients, args.requests, max(args.threads), args.faults, workdir)
     if args.quick:
         args.models, args.batch, args.threads = ["mobilevit-xx-small"], [1], [2]
         args.rounds, args.per_round, args.warmup = 2, 3, 2

@@ -311,30 +311,11 @@ def report(figures: dict, job: dict | None) -> str:
     if job is not None:
         share = figures["images_per_s"] / job["job"]
         lines.append(
-            f"the batch job (`tinyvit classify` on the same photos) on {job['threads']} threads: "
-            f"{job['job']:.1f} images/s end to end; the server reaches {100 * share:.0f}% of it"
+            f"the batch job (`tinyvit classify` on the same photos) on {job['threads']} threads, before and after: "
+            f"{job['job']:.1f} images/s end to end on average; the server reaches {100 * share:.0f}% of it"
         )
     for f in figures.get("faults", []):
         got = ", ".join(f"{k} x{v}" for k, v in f["got"].items())
         mark = "ok" if set(f["got"]) == {f["want"]} else "UNEXPECTED"
         lines.append(f"  fault {f['case']}: want {f['want']}, got {got} [{mark}]")
     return "\n".join(lines)
-
-
-def main(paths: list[str], clients_n: int, requests: int, threads: int, with_faults: bool, workdir: Path) -> None:
-    from ..jobs import expand
-    from . import job as jobbench
-    from .peers import machine, prepare
-
-    photos = [str(f) for f in expand(paths)]
-    engine_file = prepare("mobilevit-xx-small", 8, workdir)["engine"]
-    print(machine(), flush=True)
-    print(f"mobilevit-xx-small, {len(photos)} photos", flush=True)
-    job = jobbench.measure(engine_file, photos * max(1, 200 // len(photos)), threads, 3)
-    print(f"batch job: {job['job']:.1f} images/s on {threads} threads", flush=True)
-    figures = run(engine_file, photos, clients_n, requests, threads, with_faults)
-    print(report(figures, job))
-    out = workdir / "serve.json"
-    out.write_text(json.dumps({"machine": machine(), "job": {"threads": threads, "images_per_s": job["job"]},
-                               **figures}, indent=1, default=str))  # fmt: skip
-    print(f"(the figures in {out})")

@@ -38,6 +38,7 @@ import io
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +67,7 @@ class Limits:
     parts: int = 16  # multipart parts and fields
     queue: int = 64  # images waiting for the model; past that, 429
     top_k: int = 1000
-    batch: int = 8  # waiting images run as one batch, up to this many (1: one at a time); see batcher.SIZES
+    batch: int = 4  # waiting images run as one batch, up to this many (1: one at a time); see batcher.SIZES
     seconds: float = 30.0  # to send the body, and again for the answer (a slow client gets 408)
 
 
@@ -84,6 +85,9 @@ class Service:
         self.model: Model | None = None
         self.batcher: Batcher | None = None
         self.failed: str | None = None
+        # decoding and encoding: a pool as wide as the model's threads (each thread's malloc arena keeps its
+        # buffers: a wider pool only grows the RSS, the cores are busy either way)
+        self.pool = ThreadPoolExecutor(max(2, threads), thread_name_prefix="tinyvit-decode")
         threading.Thread(target=self._load, daemon=True, name="tinyvit-load").start()
 
     def _load(self) -> None:
@@ -292,7 +296,10 @@ def create_app(model_path: str, api_key: str | None = None, limits: Limits = Lim
             raise HTTPError(422, f"{len(images)} images; /explain takes one")
         if parameters.get("output", "segments") != "segments" and len(images) != 1:
             raise HTTPError(422, f"output={parameters['output']} answers one PNG: send one image, not {len(images)}")
-        return await asyncio.to_thread(service.prepare, images), parameters
+        return await off_loop(service.prepare, images), parameters
+
+    async def off_loop(function, *args):
+        return await asyncio.get_running_loop().run_in_executor(service.pool, function, *args)
 
     async def queued(pixels=None, call=None):
         """The model's answer through the queue, within the time limit (the work goes on if the wait is cut)."""
@@ -312,7 +319,7 @@ def create_app(model_path: str, api_key: str | None = None, limits: Limits = Lim
         prepared, parameters = await read(request, "predict")
         start = time.perf_counter()
         logits = await asyncio.gather(*(queued(pixels) for _, pixels in prepared))
-        answers = await asyncio.to_thread(
+        answers = await off_loop(
             lambda: [service.answer(image, row, parameters) for (image, _), row in zip(prepared, logits, strict=True)]
         )
         if isinstance(answers[0], bytes):
