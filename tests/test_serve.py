@@ -217,3 +217,14 @@ def test_the_page_is_served_whole(classifier):
         page = r.read().decode()
     assert r.status == 200 and 'data-model="&quot;mobilevit-digits&quot;"' in page
     assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page  # nothing from elsewhere
+
+
+def test_the_card_says_how_the_weights_are_stored():
+    int8 = DEMO_CLASSIFIER.with_name("mobilevit-digits.int8.safetensors")
+    server = Server(int8)
+    try:
+        status, meta, _ = server.get("/v2/models/mobilevit-digits.int8")
+        assert status == 200 and meta["card"]["storage"] == "int8"
+        same(server.post(DIGITS[0].read_bytes(), "image/png")[1], tve.load(int8).classify(DIGITS[0]))
+    finally:
+        server.stop()

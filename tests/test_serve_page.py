@@ -41,7 +41,7 @@ def browser(tmp_path_factory):
         "--disable-component-update",
         "--disable-sync",
         "--disable-quic",
-        "--window-size=1280,1180",
+        "--window-size=1280,1320",
         f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
     ):
         options.add_argument(flag)

@@ -215,8 +215,9 @@ def faults(photo: Path, timeout: float) -> list[tuple[str, object, Callable[[int
     ]
 
 
-def fault_loop(port: int, matrix: list, rounds: int) -> dict[str, Counter]:
-    """Each bad request `rounds` times, interleaved with the load (the slow ones on threads of their own)."""
+def fault_loop(port: int, matrix: list, done: threading.Event) -> dict[str, Counter]:
+    """Each bad request again and again until the load is done (twice at least), interleaved with it (the slow
+    client on a thread of its own)."""
     got: dict[str, Counter] = {name: Counter() for name, _, _ in matrix}
     lock = threading.Lock()
 
@@ -225,7 +226,9 @@ def fault_loop(port: int, matrix: list, rounds: int) -> dict[str, Counter]:
         with lock:
             got[name][result] += 1
 
-    for _ in range(rounds):
+    rounds = 0
+    while rounds < 2 or not done.is_set():
+        rounds += 1
         slow = [threading.Thread(target=once, args=(n, s)) for n, _, s in matrix if n == "slow client"]
         for t in slow:
             t.start()
@@ -266,10 +269,12 @@ def run(
         work = [[bodies[(c + i) % len(bodies)] for i in range(requests)] for c in range(clients_n)]
         matrix = faults(Path(photos[0]), timeout) if with_faults else []
         result: dict = {}
-        faulting = threading.Thread(target=lambda: result.update(faults=fault_loop(server.port, matrix, 2)))
+        done = threading.Event()
+        faulting = threading.Thread(target=lambda: result.update(faults=fault_loop(server.port, matrix, done)))
         if with_faults:
             faulting.start()
         load = clients(server.port, work, top_k)
+        done.set()
         if with_faults:
             faulting.join()
         rss_after = server.rss_mb()

@@ -173,6 +173,11 @@ def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]
 
 def read_configs(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(config, preprocessor config) of an engine weights file, from its header alone (no tensor is read)."""
+    return read_header(path)[1:]
+
+
+def read_header(path: str | os.PathLike) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+    """(storage dtype, config, preprocessor config) of an engine weights file, from its header alone."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -184,7 +189,7 @@ def read_configs(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any
     except IsADirectoryError:
         raise WeightsFormatError(f"{path}: is a directory, not an engine weights file") from None
     metadata, _ = parse(header, str(path), header_only=True)
-    return _engine_metadata(metadata, str(path))[1:]
+    return _engine_metadata(metadata, str(path))
 
 
 def _engine_metadata(metadata: dict[str, str], where: str) -> tuple[str, dict[str, Any], dict[str, Any] | None]:

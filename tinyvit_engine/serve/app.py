@@ -47,6 +47,7 @@ from PIL import Image
 from ..api.explain import heatmaps
 from ..api.explain import overlay as heat_overlay
 from ..errors import TinyVitError
+from ..formats import weights_file
 from ..jobs import label_image, overlay
 from ..model import Model, load
 from ..postprocess import post_process_semantic_segmentation, segments, top_labels
@@ -117,7 +118,7 @@ class Service:
             "architecture": cfg.architecture,
             "labels": [cfg.id2label[i] for i in range(cfg.num_labels)],
             "input_size": list(pre.crop_hw) if pre.do_center_crop else None,
-            "storage": getattr(model, "storage", None),
+            "storage": storage(model.path),
         }
 
     def decode(self, data: bytes, name: str) -> Image.Image:
@@ -164,6 +165,13 @@ class Service:
             "query": None if query is None else [round(query[0], 2), round(query[1], 2)],
             "layers": [base64.b64encode(png(heat_overlay(view, heat, query))).decode() for heat in maps],
         }
+
+
+def storage(path: Path | None) -> str:
+    """The dtype the model's weights are stored in: an engine file's header says it; a checkpoint is float32."""
+    if path is not None and Path(path).is_file():
+        return weights_file.read_header(path)[0]
+    return "float32 (a transformers checkpoint)"
 
 
 def png(image: Image.Image) -> bytes:
