@@ -200,7 +200,8 @@ def faults(photo: Path, timeout: float) -> list[tuple[str, object, Callable[[int
         ("deeply nested JSON", 400, post(deep, "application/json")),
         ("huge JSON (25 MB)", 413, lambda port: _raw(port, head(25 << 20, "application/json"), [b'{"inputs": "'])),
         ("multipart of 10,000 parts", 400, post(many, "multipart/form-data; boundary=b")),
-        ("slow client", 408, lambda port: _raw(port, head(len(png), "image/png"), slow_parts, pause=1.0)),
+        ("slow client (body)", 408, lambda port: _raw(port, head(len(png), "image/png"), slow_parts, pause=1.0)),
+        ("slow client (half a head, then silence)", 408, lambda port: _raw(port, head(len(png), "image/png")[:40], [])),
         (
             "disconnect mid-upload",
             "closed by the client",
@@ -217,7 +218,7 @@ def faults(photo: Path, timeout: float) -> list[tuple[str, object, Callable[[int
 
 def fault_loop(port: int, matrix: list, done: threading.Event) -> dict[str, Counter]:
     """Each bad request again and again until the load is done (twice at least), interleaved with it (the slow
-    client on a thread of its own)."""
+    clients on threads of their own)."""
     got: dict[str, Counter] = {name: Counter() for name, _, _ in matrix}
     lock = threading.Lock()
 
@@ -229,11 +230,11 @@ def fault_loop(port: int, matrix: list, done: threading.Event) -> dict[str, Coun
     rounds = 0
     while rounds < 2 or not done.is_set():
         rounds += 1
-        slow = [threading.Thread(target=once, args=(n, s)) for n, _, s in matrix if n == "slow client"]
+        slow = [threading.Thread(target=once, args=(n, s)) for n, _, s in matrix if n.startswith("slow")]
         for t in slow:
             t.start()
         for name, _, send in matrix:
-            if name != "slow client":
+            if not name.startswith("slow"):
                 once(name, send)
                 time.sleep(0.05)
         for t in slow:

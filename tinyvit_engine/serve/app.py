@@ -417,6 +417,59 @@ async def _body(request, limits: Limits) -> bytes:
     return b"".join(chunks)
 
 
+def head_timed_protocol(seconds: float):
+    """uvicorn's h11 protocol with a time limit on a request's head. uvicorn waits without end for a connection that
+    sends nothing, or half a head, and each such client (a slowloris) holds a connection slot; here the head must
+    arrive within `seconds` of the connection, or of the previous answer, or the client gets 408 and is closed.
+    (The body's own limit is in the app: Limits.seconds.)"""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    body = json.dumps({"error": f"the request's head was not sent within {seconds:g} s", "code": 408}).encode()
+    answer = (
+        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        + f"content-length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+
+    class HeadTimed(H11Protocol):
+        deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()
+
+        def connection_lost(self, exc) -> None:
+            if self.deadline is not None:
+                self.deadline.cancel()
+            super().connection_lost(exc)
+
+        def _waiting(self) -> bool:  # for a head: no request yet, or the last one answered
+            return self.cycle is None or self.cycle.response_complete
+
+        def _arm(self) -> None:
+            if self._waiting() and self.deadline is None:
+                self.deadline = self.loop.call_later(seconds, self._expire)
+            elif not self._waiting() and self.deadline is not None:
+                self.deadline.cancel()
+                self.deadline = None
+
+        def _expire(self) -> None:
+            self.deadline = None
+            if self._waiting() and not self.transport.is_closing():
+                self.transport.write(answer)
+                self.transport.close()
+
+    return HeadTimed
+
+
 def serve(
     model_path: str,
     host: str = "127.0.0.1",
@@ -435,4 +488,5 @@ def serve(
         log_level="warning",
         limit_concurrency=limits.queue * 2,
         timeout_keep_alive=5,
+        http=head_timed_protocol(limits.seconds),
     )
