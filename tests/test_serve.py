@@ -228,3 +228,34 @@ def test_the_card_says_how_the_weights_are_stored():
         same(server.post(DIGITS[0].read_bytes(), "image/png")[1], tve.load(int8).classify(DIGITS[0]))
     finally:
         server.stop()
+
+
+def test_a_full_queue_is_429_with_retry_after():
+    """One image may wait; eight clients at once: the ones past the queue get 429 and Retry-After, the rest their
+    right answer, and the server goes on answering."""
+    import threading
+
+    photo = DIGITS[0].read_bytes()
+    server = Server(DEMO_CLASSIFIER, "--queue", "1", "--max-batch", "1")
+    try:
+        got = []
+
+        def client():
+            for _ in range(6):
+                got.append(server.post(photo, "image/png"))
+
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        full = [(a, h) for status, a, h in got if status == 429]
+        assert full and all(h["retry-after"] == "1" and "waiting" in a["error"] for a, h in full)
+        want = tve.load(DEMO_CLASSIFIER).classify(DIGITS[0])
+        for status, answer, _ in got:
+            assert status in (200, 429)
+            if status == 200:
+                same(answer, want)
+        assert server.post(photo, "image/png")[0] == 200
+    finally:
+        server.stop()

@@ -155,6 +155,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to send a request, and again for its answer (default 30)"
     )
+    c.add_argument(
+        "--queue", type=int, default=64, help="images that may wait for the model; past that, 429 (default 64)"
+    )
 
     c = command(
         "info",
@@ -301,7 +304,9 @@ def run_serve(args) -> None:
     print(f"serving {path} on http://{args.host}:{args.port} (the page at /; POST /predict, /explain)", flush=True)
     if not 0 < args.timeout <= 3600:
         raise CliError(f"--timeout {args.timeout:g}: expected seconds in (0, 3600]")
-    limits = Limits(batch=args.max_batch, seconds=args.timeout)
+    if not 1 <= args.queue <= 100_000:
+        raise CliError(f"--queue {args.queue}: expected 1 to 100000 images")
+    limits = Limits(batch=args.max_batch, seconds=args.timeout, queue=args.queue)
     serve(path, args.host, args.port, args.api_key, numba.get_num_threads(), limits)
 
 

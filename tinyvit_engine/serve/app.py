@@ -69,7 +69,8 @@ class Limits:
     queue: int = 64  # images waiting for the model; past that, 429
     top_k: int = 1000
     batch: int = 4  # waiting images run as one batch, up to this many (1: one at a time); see batcher.SIZES
-    seconds: float = 30.0  # to send the body, and again for the answer (a slow client gets 408)
+    seconds: float = 30.0  # to send the head, the body, and again for the answer (a slow client gets 408)
+    connections: int = 512  # open at once; past that, uvicorn answers 503 (its own, in plain text)
 
 
 class HTTPError(Exception):
@@ -486,7 +487,7 @@ def serve(
         host=host,
         port=port,
         log_level="warning",
-        limit_concurrency=limits.queue * 2,
+        limit_concurrency=limits.connections,
         timeout_keep_alive=5,
         http=head_timed_protocol(limits.seconds),
     )
