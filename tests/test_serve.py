@@ -5,11 +5,12 @@ import base64
 import io
 import json
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
-from serving import DIGITS, SCENE, TINYVIT, Server, multipart
+from serving import DIGITS, SCENE, TINYVIT, Server, free_port, multipart
 from tinyvit_engine.weights import DEMO_CLASSIFIER, DEMO_SEGMENTER
 
 import tinyvit_engine as tve
@@ -259,3 +260,50 @@ def test_a_full_queue_is_429_with_retry_after():
         assert server.post(photo, "image/png")[0] == 200
     finally:
         server.stop()
+
+
+def test_without_the_serve_extra_the_command_says_what_to_install():
+    code = "import sys; sys.modules['uvicorn'] = None; from tinyvit_engine.cli import main; sys.exit(main(['serve']))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "pip install 'tinyvit-engine[serve]'" in done.stderr
+
+
+def test_health_says_503_until_the_model_is_ready_and_why_it_is_not(tmp_path):
+    """A model that cannot load: /health, /v2/health/ready and /predict say 503 with the reason, live says 200."""
+    import http.client
+    import time
+
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(DEMO_CLASSIFIER.read_bytes()[:100])
+    port = free_port()
+    proc = subprocess.Popen([TINYVIT, "serve", str(broken), "--port", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                conn.request("GET", "/health")
+                r = conn.getresponse()
+                health = json.loads(r.read())
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.2)
+        while health["status"] == "loading model":
+            assert r.status == 503
+            conn.request("GET", "/health")
+            r = conn.getresponse()
+            health = json.loads(r.read())
+        assert r.status == 503 and health["status"] == "error" and "safetensors" in health["error"]
+        asks = [("GET", "/v2/health/ready", None, 503), ("GET", "/v2/health/live", None, 200)]
+        for method, path, body, status in [*asks, ("POST", "/predict", DIGITS[0].read_bytes(), 503)]:
+            conn.request(method, path, body, {"Content-Type": "image/png"})
+            r = conn.getresponse()
+            answer = json.loads(r.read())
+            assert r.status == status, answer
+        assert "safetensors" in answer["error"] and answer["code"] == 503
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

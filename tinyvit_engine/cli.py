@@ -292,21 +292,21 @@ def run_explain(args) -> None:
 
 
 def run_serve(args) -> None:
+    import numba
+
     try:
         from .serve import Limits, serve
     except ImportError as e:
         raise CliError(
-            f"tinyvit serve needs Starlette and uvicorn: pip install 'tinyvit-engine[serve]' ({e})"
+            f"needs Starlette, uvicorn and python-multipart: pip install 'tinyvit-engine[serve]' ({e})"
         ) from None
-    path = _model_path(args.model, "classify")
-    import numba
-
-    print(f"serving {path} on http://{args.host}:{args.port} (the page at /; POST /predict, /explain)", flush=True)
     if not 0 < args.timeout <= 3600:
         raise CliError(f"--timeout {args.timeout:g}: expected seconds in (0, 3600]")
     if not 1 <= args.queue <= 100_000:
         raise CliError(f"--queue {args.queue}: expected 1 to 100000 images")
+    path = _model_path(args.model, "classify")
     limits = Limits(batch=args.max_batch, seconds=args.timeout, queue=args.queue)
+    print(f"serving {path} on http://{args.host}:{args.port} (the page at /; POST /predict, /explain)", flush=True)
     serve(path, args.host, args.port, args.api_key, numba.get_num_threads(), limits)
 
 

@@ -42,7 +42,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import python_multipart  # noqa: F401 -- Starlette's form parser: without it no multipart upload could be read
+import uvicorn
 from PIL import Image
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..api.explain import heatmaps
 from ..api.explain import overlay as heat_overlay
@@ -99,6 +106,7 @@ class Service:
             (model.classify if model.config.task == "image-classification" else model.segment)(warm)
             sizes = tuple(s for s in SIZES if s <= self.limits.batch)
             self.batcher = Batcher(model, self.threads, self.limits.queue, sizes)
+            self.storage = storage(model.path)
             self.model = model
         except Exception as e:  # noqa: BLE001 -- said by /health and every request from then on
             self.failed = f"{type(e).__name__}: {e}"
@@ -119,7 +127,7 @@ class Service:
             "architecture": cfg.architecture,
             "labels": [cfg.id2label[i] for i in range(cfg.num_labels)],
             "input_size": list(pre.crop_hw) if pre.do_center_crop else None,
-            "storage": storage(model.path),
+            "storage": self.storage,
         }
 
     def decode(self, data: bytes, name: str) -> Image.Image:
@@ -158,9 +166,13 @@ class Service:
             for s in segments(cfg, label_map)
         ]
 
-    def explain(self, image: Image.Image, point: tuple[float, float] | None) -> dict:
-        """The attention heatmaps of `tinyvit explain` as base64 PNGs (the model called alone, on a stream)."""
-        view, maps, query = heatmaps(self.ready(), image, point)
+    def attention(self, image: Image.Image, point: tuple[float, float] | None) -> tuple:
+        """`tinyvit explain`'s heatmaps (the model called alone, on a stream)."""
+        return heatmaps(self.ready(), image, point)
+
+    @staticmethod
+    def explain(view, maps: list, query: tuple | None) -> dict:
+        """The heatmaps over the model's view as base64 PNGs (on a worker thread)."""
         return {
             "what": "attention of the query patch" if query is not None else "context scores",
             "query": None if query is None else [round(query[0], 2), round(query[1], 2)],
@@ -234,10 +246,6 @@ def check_parameters(task: str, route: str, parameters: dict, limits: Limits) ->
 def create_app(model_path: str, api_key: str | None = None, limits: Limits = Limits(), threads: int = 1):
     """The Starlette app serving `model_path` (an engine file, a checkpoint directory or a Hub id) on `threads`
     Numba threads."""
-    from starlette.applications import Starlette
-    from starlette.requests import ClientDisconnect, Request
-    from starlette.responses import HTMLResponse, JSONResponse, Response
-    from starlette.routing import Route
 
     service = Service(model_path, limits, threads)
     name = model_name(model_path)
@@ -338,8 +346,8 @@ def create_app(model_path: str, api_key: str | None = None, limits: Limits = Lim
     async def explain(request: Request):
         [(image, _)], parameters = await read(request, "explain")
         start = time.perf_counter()
-        maps = await queued(call=lambda: service.explain(image, parameters.get("point")))
-        return JSONResponse(maps, headers=timed(start))
+        attention = await queued(call=lambda: service.attention(image, parameters.get("point")))
+        return JSONResponse(await off_loop(service.explain, *attention), headers=timed(start))
 
     routes = [
         Route("/", index),
@@ -423,8 +431,6 @@ def head_timed_protocol(seconds: float):
     sends nothing, or half a head, and each such client (a slowloris) holds a connection slot; here the head must
     arrive within `seconds` of the connection, or of the previous answer, or the client gets 408 and is closed.
     (The body's own limit is in the app: Limits.seconds.)"""
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
     body = json.dumps({"error": f"the request's head was not sent within {seconds:g} s", "code": 408}).encode()
     answer = (
         b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
@@ -480,8 +486,6 @@ def serve(
     limits: Limits = Limits(),
 ) -> None:
     """Run the service with uvicorn until interrupted."""
-    import uvicorn
-
     uvicorn.run(
         create_app(model_path, api_key, limits, threads),
         host=host,
