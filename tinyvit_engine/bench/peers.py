@@ -33,14 +33,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-CONTENDERS = ("engine", "host", "torch", "ort", "openvino")  # host: the engine compiled for this CPU (--host-tuned)
-PEERS = {"torch": "PyTorch", "ort": "ORT", "openvino": "OpenVINO"}  # the table quotes the engine against each
+CONTENDERS = ("engine", "host", "torch", "ort", "openvino", "xnnpack")  # host: the engine compiled for this CPU
+PEERS = {"torch": "PyTorch", "ort": "ORT", "openvino": "OpenVINO", "xnnpack": "XNNPACK"}  # the engine against each
 OPTIONAL = {"ort": "onnxruntime", "openvino": "openvino"}  # contender -> the module it needs, skipped by --no-<name>
+OPT_IN = {"host": None, "xnnpack": "executorch"}  # run only when asked: --host-tuned, --xnnpack
 PAUSE = 0.3  # seconds between contenders, so the last one's spinning thread pool is asleep before the next starts
 
 
@@ -67,6 +69,17 @@ MODELS = {
 
 
 # ------------------------------------------------------------------------------------------------- model files
+def reference_model(name: str):
+    """The transformers model of a bench row, with real-scale random weights (seed 0)."""
+    from .reference import v1_model, v2_model
+
+    spec = MODELS[name]
+    labels = 21 if spec.task == "segmentation" else 1000
+    make = v1_model if spec.family == "v1" else v2_model
+    arch = spec.arch if spec.family == "v1" else float(spec.arch)
+    return make(arch, seed=0, num_labels=labels, task=spec.task, **dict(spec.extra))
+
+
 def prepare(name: str, batch: int, workdir: Path) -> dict[str, str]:
     """Checkpoint directory, engine file and ONNX export of one model (made once, reused across runs)."""
     spec = MODELS[name]
@@ -80,12 +93,9 @@ def prepare(name: str, batch: int, workdir: Path) -> dict[str, str]:
         import torch
 
         from ..formats.convert import convert
-        from .reference import save_checkpoint, v1_model, v2_model
+        from .reference import save_checkpoint
 
-        labels = 21 if spec.task == "segmentation" else 1000
-        make = v1_model if spec.family == "v1" else v2_model
-        arch = spec.arch if spec.family == "v1" else float(spec.arch)
-        model = make(arch, seed=0, num_labels=labels, task=spec.task, **dict(spec.extra))
+        model = reference_model(name)
         if not Path(paths["engine"]).exists():
             save_checkpoint(model, Path(paths["checkpoint"]))
             convert(paths["checkpoint"], paths["engine"])
@@ -101,6 +111,34 @@ def prepare(name: str, batch: int, workdir: Path) -> dict[str, str]:
             verbose=False,
         )
     return paths
+
+
+def xnnpack_program(name: str, batch: int, workdir: Path) -> dict:
+    """The model lowered to XNNPACK through ExecuTorch, as an edge user would ship it: torch.export, then
+    to_edge_transform_and_lower with XnnpackPartitioner, saved as a .pte (made once, reused). Returns its path and
+    the delegation coverage: the subgraphs XNNPACK runs, and the ops left to ExecuTorch's portable kernels."""
+    root = workdir / name
+    pte, coverage = root / f"model-b{batch}.pte", root / f"model-b{batch}.pte.json"
+    if not pte.exists() or not coverage.exists():
+        import torch
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+
+        from .reference import logits_only
+
+        size = MODELS[name].size
+        model = logits_only(reference_model(name))
+        exported = torch.export.export(model, (torch.rand(batch, 3, size, size),))
+        lowered = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+        calls = [n for n in lowered.exported_program().graph_module.graph.nodes if n.op == "call_function"]
+        calls = [n for n in calls if "getitem" not in str(n.target)]
+        delegated = [n for n in calls if "executorch_call_delegate" in str(n.target)]
+        # "<EdgeOpOverload: aten.mean.dim>: schema = ..." -> "aten.mean.dim"
+        outside = sorted(str(n.target).split(">")[0].removeprefix("<EdgeOpOverload: ") for n in calls
+                         if n not in delegated)  # fmt: skip
+        pte.write_bytes(lowered.to_executorch().buffer)
+        coverage.write_text(json.dumps({"subgraphs": len(delegated), "outside": outside}))
+    return {"pte": str(pte), **json.loads(coverage.read_text())}
 
 
 def pixels(name: str, batch: int) -> np.ndarray:
@@ -136,6 +174,7 @@ def worker(kind: str) -> None:
 def _runner(kind: str, paths: dict[str, str], x: np.ndarray, threads: int):
     """A function computing the logits of `x`, set up in this worker process."""
     runners = {"engine": _engine, "host": _engine, "torch": _torch, "ort": _ort, "openvino": _openvino}
+    runners["xnnpack"] = _xnnpack
     return runners[kind](paths, x, threads)
 
 
@@ -190,6 +229,16 @@ def _openvino(paths: dict[str, str], x: np.ndarray, threads: int):
     return lambda: request.infer({"pixel_values": x}, share_inputs=True)[0]
 
 
+def _xnnpack(paths: dict[str, str], x: np.ndarray, threads: int):
+    import torch
+    from executorch.extension.pybindings import portable_lib
+
+    portable_lib._unsafe_reset_threadpool(threads)  # XNNPACK's pthreadpool, which ExecuTorch sizes to the cores
+    program = portable_lib._load_for_executorch(paths["pte"])
+    xt = torch.from_numpy(x)
+    return lambda: program.forward([xt])[0].numpy()
+
+
 class Worker:
     def __init__(self, kind: str, threads: int) -> None:
         env = {**os.environ, "TINYVIT_BENCH_THREADS": str(threads)}
@@ -232,6 +281,11 @@ def measure(
 ) -> dict:
     """Validate, then time every contender in interleaved rounds."""
     paths = prepare(name, batch, workdir)
+    coverage = None
+    if "xnnpack" in contenders:
+        program = xnnpack_program(name, batch, workdir)
+        paths = {**paths, "pte": program["pte"]}
+        coverage = {k: program[k] for k in ("subgraphs", "outside")}
     workers = {k: Worker(k, threads) for k in contenders}
     try:
         outputs = {}
@@ -272,6 +326,8 @@ def measure(
         for w in workers.values():
             w.close()
     result = {"model": name, "batch": batch, "threads": threads, "errors": errors}
+    if coverage is not None:
+        result["xnnpack_coverage"] = coverage
     for k, ts in times.items():
         q = np.quantile(ts, [0.1, 0.5, 0.9]) * 1e3
         result[k] = {"median": float(q[1]), "p10": float(q[0]), "p90": float(q[2])}
@@ -404,6 +460,23 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}; " + ", ".join(versions)
 
 
+def coverage_lines(results: list[dict]) -> list[str]:
+    """What XNNPACK ran of each model (as exported from transformers) and what ExecuTorch's portable kernels did."""
+    lines, seen = [], set()
+    for r in results:
+        if "xnnpack_coverage" not in r or (r["model"], r["batch"]) in seen:
+            continue
+        seen.add((r["model"], r["batch"]))
+        c = r["xnnpack_coverage"]
+        ops = Counter(c["outside"])
+        outside = ", ".join(f"{op.removeprefix('aten.')} x{n}" for op, n in ops.most_common()) or "none"
+        lines.append(
+            f"XNNPACK delegation, {r['model']} batch {r['batch']}: {c['subgraphs']} delegated subgraphs; "
+            f"{len(c['outside'])} ops outside them ({outside})"
+        )
+    return lines
+
+
 def table(results: list[dict]) -> str:
     """Markdown rows: median (10-90% spread) ms of every contender, then the engine's time over each peer's (and
     over the host-tuned engine's, when it ran)."""
@@ -437,6 +510,11 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="also time the engine compiled for this CPU (TINYVIT_TARGET=host) against the shipped kernels",
     )
+    p.add_argument(
+        "--xnnpack",
+        action="store_true",
+        help="also time XNNPACK through ExecuTorch (pip install -e '.[xnnpack]'); its delegation coverage is printed",
+    )
     p.add_argument("--markdown", help="also write the results table to this file")
     p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "tinyvit-bench"))
     p.add_argument("--profile", metavar="MODEL", choices=list(MODELS), help="per-node roofline of one model")
@@ -463,14 +541,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.models, args.batch, args.threads = ["mobilevit-xx-small"], [1], [2]
         args.rounds, args.per_round, args.warmup = 2, 3, 2
-    skipped = {k for k in OPTIONAL if getattr(args, f"no_{k}")} | (set() if args.host_tuned else {"host"})
+    skipped = {k for k in OPTIONAL if getattr(args, f"no_{k}")}
+    skipped |= {k for k, wanted in (("host", args.host_tuned), ("xnnpack", args.xnnpack)) if not wanted}
     contenders = tuple(k for k in CONTENDERS if k not in skipped)
     for k in contenders:
-        if k in OPTIONAL:
+        module = OPTIONAL.get(k) or OPT_IN.get(k)
+        if module:
             try:
-                __import__(OPTIONAL[k])
+                __import__(module)
             except ImportError as e:
-                p.error(f"{PEERS[k]} cannot be imported ({e}): pip install -e '.[bench]', or pass --no-{k}")
+                extra, instead = ("xnnpack", "leave out --xnnpack") if k == "xnnpack" else ("bench", f"pass --no-{k}")
+                p.error(f"{PEERS[k]} cannot be imported ({e}): pip install -e '.[{extra}]', or {instead}")
     print(machine(), flush=True)
     results = []
     for name in args.models:
@@ -478,7 +559,7 @@ def main(argv: list[str] | None = None) -> None:
             for threads in args.threads:
                 r = measure(name, batch, threads, workdir, args.warmup, args.rounds, args.per_round, contenders)
                 results.append(r)
-                print(table([r]).splitlines()[-1], flush=True)
+                print(table([r]).splitlines()[-1], *coverage_lines([r]), sep="\n", flush=True)
     engine_file = prepare("mobilevit-xx-small", 1, workdir)["engine"]
     image = str(workdir / "photo.png")
     from PIL import Image
@@ -489,12 +570,13 @@ def main(argv: list[str] | None = None) -> None:
     report = "\n".join(
         [
             f"Machine: {machine()}",
-            "Threads: NUMBA/OMP/OPENBLAS/MKL_NUM_THREADS, torch.set_num_threads, ORT intra_op_num_threads and "
-            "OpenVINO INFERENCE_NUM_THREADS, per worker.",
+            "Threads: NUMBA/OMP/OPENBLAS/MKL_NUM_THREADS, torch.set_num_threads, ORT intra_op_num_threads, "
+            "OpenVINO INFERENCE_NUM_THREADS and ExecuTorch's _unsafe_reset_threadpool (XNNPACK), per worker.",
             f"Median (10-90% spread) of single-inference wall times over {args.rounds * args.per_round} runs per "
             f"contender after {args.warmup} warm-up runs, interleaved in {args.rounds} rounds.",
             "",
             table(results),
+            *coverage_lines(results),
             "",
             f"Cold start of mobilevit-xx-small (fresh process: import + load + first classify of a 640x480 image): "
             f"{cold['empty_cache_s']:.2f} s with an empty cache (the shipped kernels), {cold['warm_cache_s']:.2f} s "

@@ -89,6 +89,20 @@ def _model(family: str, kwargs: dict, seed: int, num_labels: int, task: str):
     return realistic_init(getattr(transformers, family + suffix)(config), seed)
 
 
+class _Logits(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values).logits
+
+
+def logits_only(model: torch.nn.Module) -> torch.nn.Module:
+    """The model as a module from pixel_values to logits alone (what torch.export-based runtimes take)."""
+    return _Logits(model).eval()
+
+
 def save_checkpoint(model, path: Path, safetensors: bool = True) -> Path:
     """Save as a Hub checkpoint directory: config.json, weights, preprocessor_config.json.
 
