@@ -114,9 +114,10 @@ def prepare(name: str, batch: int, workdir: Path) -> dict[str, str]:
 
 
 def xnnpack_program(name: str, batch: int, workdir: Path) -> dict:
-    """The model lowered to XNNPACK through ExecuTorch, as an edge user would ship it: torch.export, then
-    to_edge_transform_and_lower with XnnpackPartitioner, saved as a .pte (made once, reused). Returns its path and
-    the delegation coverage: the subgraphs XNNPACK runs, and the ops left to ExecuTorch's portable kernels."""
+    """The model lowered to XNNPACK through ExecuTorch, as an edge user would ship it: its modules that XNNPACK
+    leaves out rewritten (lowering.py), torch.export, to_edge_transform_and_lower with XnnpackPartitioner, saved as
+    a .pte (made once, reused). Returns its path and the delegation coverage: the subgraphs XNNPACK runs, and the
+    ops left to ExecuTorch's portable kernels."""
     root = workdir / name
     pte, coverage = root / f"model-b{batch}.pte", root / f"model-b{batch}.pte.json"
     if not pte.exists() or not coverage.exists():
@@ -124,10 +125,11 @@ def xnnpack_program(name: str, batch: int, workdir: Path) -> dict:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
 
+        from .lowering import for_xnnpack
         from .reference import logits_only
 
         size = MODELS[name].size
-        model = logits_only(reference_model(name))
+        model = for_xnnpack(reference_model(name)) or logits_only(reference_model(name))
         exported = torch.export.export(model, (torch.rand(batch, 3, size, size),))
         lowered = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
         calls = [n for n in lowered.exported_program().graph_module.graph.nodes if n.op == "call_function"]
