@@ -1,0 +1,23 @@
+"""bench/lowering.py: the modules rewritten for XNNPACK compute what transformers' do (the XNNPACK peer must run the
+same model as every other contender). Torch and transformers only: ExecuTorch is the bench's opt-in extra."""
+
+import pytest
+import torch
+
+from tinyvit_engine.bench.lowering import for_xnnpack
+from tinyvit_engine.bench.reference import logits_only, v1_model, v2_model
+
+
+@pytest.mark.parametrize("arch, size", [("xx-small", 256), ("x-small", 96), ("small", 160)])
+def test_the_rewritten_mobilevit_equals_transformers(arch, size):
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = logits_only(v1_model(arch, seed=1, num_labels=7))(x)
+        got = for_xnnpack(v1_model(arch, seed=1, num_labels=7))(x)
+    assert got.shape == want.shape == (2, 7)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+
+
+def test_models_without_a_rewrite_are_left_as_exported():
+    assert for_xnnpack(v2_model(0.5, num_labels=3)) is None
+    assert for_xnnpack(v1_model("xx-small", num_labels=3, task="segmentation")) is None
