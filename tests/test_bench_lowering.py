@@ -18,6 +18,16 @@ def test_the_rewritten_mobilevit_equals_transformers(arch, size):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
 
 
-def test_models_without_a_rewrite_are_left_as_exported():
-    assert for_xnnpack(v2_model(0.5, num_labels=3)) is None
+@pytest.mark.parametrize("width, size", [(0.5, 256), (0.75, 128), (1.0, 64)])
+def test_the_rewritten_mobilevitv2_equals_transformers(width, size):
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = logits_only(v2_model(width, seed=1, num_labels=7))(x)
+        got = for_xnnpack(v2_model(width, seed=1, num_labels=7))(x)
+    assert got.shape == want.shape == (2, 7)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+
+
+def test_segmentation_models_are_left_as_exported():
     assert for_xnnpack(v1_model("xx-small", num_labels=3, task="segmentation")) is None
+    assert for_xnnpack(v2_model(0.5, num_labels=3, task="segmentation")) is None
