@@ -6,6 +6,8 @@ running one ONNX export of the same transformers model), on the same checkpoint,
     python -m tinyvit_engine.bench --markdown bench.md   # also write the table as markdown
     python -m tinyvit_engine.bench --profile mobilevit-xx-small   # per-node time of the engine, as a roofline
     python -m tinyvit_engine.bench --job photos/ --repeat 40      # batch-job throughput vs the model alone
+    python -m tinyvit_engine.bench --xnnpack             # also XNNPACK through ExecuTorch (the xnnpack extra)
+    python -m tinyvit_engine.bench --serve photos/ --faults       # tinyvit serve under load, and the fault matrix
 
 How it measures. Each contender runs in its own worker process (so one library's spinning thread pool cannot steal
 the cores another is timed on), with its thread count set alike: NUMBA_NUM_THREADS / OMP_NUM_THREADS /
@@ -20,7 +22,8 @@ Weights are real-scale random weights (tinyvit_engine/bench/reference.py), never
 activations turn fp32 arithmetic into denormal arithmetic. Cold start and peak RSS run fresh `python` processes.
 
 Needs the bench extra: torch, transformers, onnx, onnxruntime and openvino (pip install -e ".[bench]"); --no-ort and
---no-openvino leave a peer out.
+--no-openvino leave a peer out. XNNPACK is opt-in (--xnnpack, the xnnpack extra): the model is rewritten for it
+(lowering.py), exported and lowered once, and its delegation coverage printed under the table.
 """
 
 from __future__ import annotations
