@@ -8,22 +8,22 @@ from tinyvit_engine.bench.lowering import for_xnnpack
 from tinyvit_engine.bench.reference import logits_only, v1_model, v2_model
 
 
-@pytest.mark.parametrize("arch, size", [("xx-small", 256), ("x-small", 96), ("small", 160)])
-def test_the_rewritten_mobilevit_equals_transformers(arch, size):
+@pytest.mark.parametrize(
+    "make, arch, size",
+    [
+        (v1_model, "xx-small", 256),
+        (v1_model, "x-small", 96),
+        (v1_model, "small", 160),
+        (v2_model, 0.5, 256),
+        (v2_model, 0.75, 128),
+        (v2_model, 1.0, 64),
+    ],
+)
+def test_the_rewritten_model_equals_transformers(make, arch, size):
     x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        want = logits_only(v1_model(arch, seed=1, num_labels=7))(x)
-        got = for_xnnpack(v1_model(arch, seed=1, num_labels=7))(x)
-    assert got.shape == want.shape == (2, 7)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
-
-
-@pytest.mark.parametrize("width, size", [(0.5, 256), (0.75, 128), (1.0, 64)])
-def test_the_rewritten_mobilevitv2_equals_transformers(width, size):
-    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        want = logits_only(v2_model(width, seed=1, num_labels=7))(x)
-        got = for_xnnpack(v2_model(width, seed=1, num_labels=7))(x)
+        want = logits_only(make(arch, seed=1, num_labels=7))(x)
+        got = for_xnnpack(make(arch, seed=1, num_labels=7))(x)
     assert got.shape == want.shape == (2, 7)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
 
