@@ -133,6 +133,11 @@ def test_table_has_every_peer():
     assert head.endswith("| OpenVINO ms | engine/PyTorch | engine/ORT | engine/OpenVINO |")
     assert rule.count("|---") == head.count("|") - 1
     assert row.endswith("| - | - | 5.0 (4.0-6.0) | - | - | 2.00 |")
+    head, _, row = peers.table([{**result, "xnnpack": {"median": 20.0, "p10": 19.0, "p90": 21.0}}]).splitlines()
+    assert head.endswith(
+        "| OpenVINO ms | XNNPACK ms | engine/PyTorch | engine/ORT | engine/OpenVINO | engine/XNNPACK |"
+    )
+    assert row.endswith("| 5.0 (4.0-6.0) | 20.0 (19.0-21.0) | - | - | 2.00 | 0.50 |")
 
 
 def test_missing_openvino_fails_clearly(monkeypatch, tmp_path, capsys):
