@@ -484,11 +484,9 @@ def coverage_lines(results: list[dict]) -> list[str]:
 
 def table(results: list[dict]) -> str:
     """Markdown rows: median (10-90% spread) ms of every contender, then the engine's time over each peer's (and
-    over the host-tuned engine's, when it ran)."""
-    opt_in = {"host": "host-tuned", "xnnpack": "XNNPACK"}  # columns only when they ran
-    peers = {
-        k: v for k, v in {"host": "host-tuned", **PEERS}.items() if k not in opt_in or any(k in r for r in results)
-    }
+    over the host-tuned engine's and XNNPACK's, when they ran)."""
+    peers = {"host": "host-tuned", **PEERS}
+    peers = {k: v for k, v in peers.items() if k not in OPT_IN or any(k in r for r in results)}  # opt-in: if they ran
     shown = [k for k in CONTENDERS if k == "engine" or k in peers]
     columns = ["model", "batch", "threads", "engine ms"]
     columns += [f"{label} ms" for label in peers.values()] + [f"engine/{label}" for label in peers.values()]
