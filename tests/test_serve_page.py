@@ -132,3 +132,30 @@ def test_a_bad_file_on_the_page_says_why(browser, tmp_path):
         assert "cannot read image" in browser.find_element("id", "status").text
     finally:
         server.stop()
+
+
+def test_drop_and_paste_an_image(browser):
+    """The two other ways in: a file dropped on the drop zone, and an image pasted (events made in the page, as the
+    browser makes them for a real drag or Ctrl+V)."""
+    import base64
+
+    server = Server(DEMO_CLASSIFIER)
+    try:
+        wait = open_page(browser, server)
+        photo = PHOTOS / "coffee.png"
+        want = [w["label"] for w in tve.load(DEMO_CLASSIFIER).classify(photo, top_k=5)]
+        send = """
+            const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+            const data = new DataTransfer();
+            data.items.add(new File([bytes], "coffee.png", { type: "image/png" }));
+            const drop = document.getElementById("drop");
+            if (arguments[1] === "drop") drop.dispatchEvent(new DragEvent("drop", { dataTransfer: data }));
+            else document.dispatchEvent(new ClipboardEvent("paste", { clipboardData: data }));
+        """
+        for times, how in enumerate(["drop", "paste"], start=1):
+            browser.execute_script(send, base64.b64encode(photo.read_bytes()).decode(), how)
+            wait.until(lambda b, n=times: b.find_element("tag name", "body").get_attribute("data-explained") == str(n))
+            labels = [e.text for e in browser.find_elements("css selector", "#result .bar .label")]
+            assert labels == want, how
+    finally:
+        server.stop()
