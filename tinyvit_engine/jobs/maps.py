@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,10 @@ from PIL import Image
 from ..processor import load_image
 
 
+@functools.cache
 def palette(n: int = 256) -> np.ndarray:
-    """Pascal VOC's colour map: class k's RGB from the bits of k, so neighbouring classes differ."""
+    """Pascal VOC's colour map: class k's RGB from the bits of k, so neighbouring classes differ (made once per
+    process, read-only: every label map and overlay a server sends uses it)."""
     colors = np.zeros((n, 3), np.uint8)
     for k in range(n):
         c, r, g, b = k, 0, 0, 0
@@ -21,6 +24,7 @@ def palette(n: int = 256) -> np.ndarray:
             b |= ((c >> 2) & 1) << shift
             c >>= 3
         colors[k] = (r, g, b)
+    colors.flags.writeable = False
     return colors
 
 
