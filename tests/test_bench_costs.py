@@ -146,3 +146,18 @@ def test_missing_openvino_fails_clearly(monkeypatch, tmp_path, capsys):
         peers.main(["--quick", "--workdir", str(tmp_path)])
     assert exit_.value.code == 2
     assert "--no-openvino" in capsys.readouterr().err
+
+
+def test_floor_and_distance():
+    # 100 GFLOP/s and 10 GB/s per thread, two threads: the ridge at 10 FLOP/byte
+    peak = costs.Peak(flops=100e9, copy=10e9, threads=2, vector="packed ymm FMA, 8 floats")
+    dense, copy = costs.Cost(flops=400_000_000, bytes=1_000_000), costs.Cost(flops=0, bytes=40_000_000)
+    assert costs.floor(dense, peak) == pytest.approx(2e-3)  # 0.4 GFLOP at 200 GFLOP/s
+    assert costs.floor(copy, peak) == pytest.approx(2e-3)  # 40 MB at 20 GB/s
+    fields = costs.row("dense", 5e-3, dense, peak, 10e-3, 8).split()
+    assert fields[-2:] == ["2.5x", "FMA"]
+    assert costs.row("copy", 3e-3, copy, peak, 10e-3, 8).split()[-2:] == ["1.5x", "copy"]
+    # a group of nodes passes the sum of its nodes' floors
+    assert costs.row("all", 8e-3, dense + copy, peak, 10e-3, 8, least=4e-3).split()[-2] == "2.0x"
+    assert costs.row("none", 1e-3, costs.Cost(0, 0), peak, 10e-3, 8).split()[-2] == "-"
+    assert len(costs.header("kind", 8).split()) == len(fields)

@@ -254,18 +254,30 @@ def measure_peak() -> Peak:
 def header(label: str, width: int) -> str:
     return (
         f"  {label:<{width}} {'ms':>8} {'%':>5} {'MFLOP':>8} {'FLOP/B':>6} {'GFLOP/s':>8} {'GB/s':>6} "
-        f"{'%FMA':>5} {'%copy':>5} bound"
+        f"{'%FMA':>5} {'%copy':>5} {'floor':>6} bound"
     )
 
 
-def row(label: str, seconds: float, cost: Cost, peak: Peak, total: float, width: int) -> str:
+def floor(cost: Cost, peak: Peak) -> float:
+    """The least time `cost` can take on this machine (seconds): its FLOPs at the FMA peak or its bytes at the copy
+    bandwidth, whichever is longer (the roofline)."""
+    return max(cost.flops / peak.total_flops, cost.bytes / peak.total_copy)
+
+
+def row(
+    label: str, seconds: float, cost: Cost, peak: Peak, total: float, width: int, least: float | None = None
+) -> str:
     """One line of the roofline table: time, work, intensity, achieved rates and their fractions of the peaks
-    (x threads), and which roof bounds the node (FMA when its FLOP/byte is above the machine's ridge)."""
+    (x threads), the distance to its floor (time / floor, `least`, by default floor(cost): 1.0 would be the roof
+    itself; a group of nodes passes the sum of theirs), and which roof bounds the node (FMA when its FLOP/byte is
+    above the machine's ridge)."""
+    least = floor(cost, peak) if least is None else least
+    distance = f"{seconds / least:5.1f}x" if least > 0 else "     -"
     intensity = cost.flops / cost.bytes if cost.bytes else math.inf
     flops, moved = cost.flops / seconds, cost.bytes / seconds
     bound = "FMA" if intensity >= peak.total_flops / peak.total_copy else "copy"
     return (
         f"  {label:<{width}} {seconds * 1e3:8.3f} {100 * seconds / total:5.1f} {cost.flops / 1e6:8.1f} "
         f"{intensity:6.1f} {flops / 1e9:8.1f} {moved / 1e9:6.1f} {100 * flops / peak.total_flops:5.1f} "
-        f"{100 * moved / peak.total_copy:5.1f} {bound}"
+        f"{100 * moved / peak.total_copy:5.1f} {distance} {bound}"
     )

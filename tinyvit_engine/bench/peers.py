@@ -381,26 +381,34 @@ def profile(name: str, workdir: Path, batch: int, runs: int = 20) -> None:
     node_costs = costs.graph_costs(graph, costs.tensor_shapes(model, x))
     for _ in range(3):
         model(x)
-    timings: dict[str, float] = {}
+    seconds: dict[str, float] = {}  # each node's fastest run: this machine's speed wanders between runs
     for _ in range(runs):
+        timings: dict[str, float] = {}
         model(x, timings=timings)
-    seconds = {node: t / runs for node, t in timings.items()}
+        for node, t in timings.items():
+            seconds[node] = min(seconds.get(node, t), t)
     nodes = {n.name: n for n in graph.nodes}
-    by_kind: dict[str, tuple[float, costs.Cost]] = {}
+    by_kind: dict[str, tuple[float, costs.Cost, float]] = {}  # time, work and floor of each kind
     for node, t in seconds.items():
         kind = costs.kind(nodes[node])
-        spent, cost = by_kind.get(kind, (0.0, costs.Cost(0, 0)))
-        by_kind[kind] = (spent + t, cost + node_costs[node])
+        spent, cost, least = by_kind.get(kind, (0.0, costs.Cost(0, 0), 0.0))
+        by_kind[kind] = (spent + t, cost + node_costs[node], least + costs.floor(node_costs[node], peak))
     total = sum(seconds.values())
     work = sum(node_costs.values(), costs.Cost(0, 0))
+    least = sum(costs.floor(c, peak) for c in node_costs.values())
     print(
-        f"{name}, batch {batch}: {total * 1e3:.2f} ms in {len(nodes)} nodes, {work.flops / 1e9:.3f} GFLOP, "
-        f"{work.bytes / 1e6:.1f} MB moved (at least); percentages of the scaled peaks"
+        f"{name}, batch {batch}: {total * 1e3:.2f} ms (the sum of each node's fastest of {runs} runs) in "
+        f"{len(nodes)} nodes, {work.flops / 1e9:.3f} GFLOP, {work.bytes / 1e6:.1f} MB moved (at least); "
+        f"percentages of the scaled peaks"
+    )
+    print(
+        f"floor: {least * 1e3:.2f} ms (each node at its roof; {work.flops / peak.total_flops * 1e3:.2f} ms of it "
+        f"the FLOPs at the FMA peak); the engine is at {total / least:.2f}x the floor"
     )
     print(costs.header("op kind", 20))
-    for kind, (t, cost) in sorted(by_kind.items(), key=lambda kv: -kv[1][0]):
-        print(costs.row(kind, t, cost, peak, total, 20))
-    print(costs.row("all", total, work, peak, total, 20))
+    for kind, (t, cost, kind_floor) in sorted(by_kind.items(), key=lambda kv: -kv[1][0]):
+        print(costs.row(kind, t, cost, peak, total, 20, kind_floor))
+    print(costs.row("all", total, work, peak, total, 20, least))
     slowest = sorted(seconds.items(), key=lambda kv: -kv[1])[:15]
     width = max(len(node) for node, _ in slowest)
     print(costs.header("slowest nodes", width))
