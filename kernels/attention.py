@@ -18,11 +18,12 @@ import numpy as np
 from numba import prange
 
 from ._checks import KernelArgumentError, f32
-from ._exp import exp
+from ._exp import exp2_softmax
 from ._gemm import COLS, gemm
 from ._jit import kernel, parallel_tile_caller
 from ._launch import launch, output
 
+LOG2E = 1.4426950408889634
 QUERIES = 12  # queries per block: a block of scores (12 x N) stays in L1 up to N = 512
 
 
@@ -68,15 +69,16 @@ def row_max(row):
 
 @kernel
 def softmax_rows(s, rows, sums):
-    """s[r] = exp(s[r] - max(s[r])) for r < rows, their sums in sums[r] (not divided: the caller scales the output).
-    Compiled apart, with reassociation, so the sum vectorises (the tile callers have none)."""
+    """s[r] = 2**(s[r] - max(s[r])) for r < rows (scores in base-2 units: the queries carry log2(e)), their sums in
+    sums[r] (not divided: the caller scales the output). Compiled apart, with reassociation, so the sum vectorises
+    (the tile callers have none)."""
     N = s.shape[1]
     for r in range(rows):
         row = s[r]
         top = row_max(row)
         total = np.float32(0.0)
         for j in range(N):
-            e = exp(row[j] - top)
+            e = exp2_softmax(row[j] - top)
             row[j] = e
             total += e
         sums[r] = total
@@ -87,7 +89,7 @@ def _attention(qkv, heads, out):
     T, N, C3 = qkv.shape
     C = C3 // 3
     D = C // heads
-    scale = np.float32(1.0 / math.sqrt(D))
+    scale = np.float32(LOG2E / math.sqrt(D))  # scores in base 2: softmax(x) = 2**(x log2 e) / sum
     pn, pd = (N + COLS - 1) // COLS, (D + COLS - 1) // COLS
     for task in prange(T * heads):
         t, h = task // heads, task % heads
