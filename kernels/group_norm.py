@@ -28,7 +28,7 @@ def _group_norm(x, gamma, beta, eps, out):
     B, L, C = x.shape
     n = L * C
     for b in range(B):
-        mean, inv = mean_inv_std(x[b].reshape(n), eps)
+        mean, inv = mean_inv_std(x[b].reshape(n), np.uint64(0), n, eps)
         for row in prange(L):
             for c in range(C):
                 out[b, row, c] = (x[b, row, c] - mean) * inv * gamma[c] + beta[c]

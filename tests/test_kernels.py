@@ -136,6 +136,15 @@ def test_group_norm(rng, B, L, C):
     close(FAST.group_norm(x, g, b, 1e-5), REFERENCE.group_norm(x, g, b, 1e-5))
 
 
+def test_norms_keep_their_digits_far_from_zero(rng):
+    # rows around 1e4 with a spread of 1e-2: one-pass statistics without the shift (E[x^2] - E[x]^2) would cancel
+    # most of the variance's digits; the normalised values must still match the two-pass float64 reference
+    x = (1e4 + rng.standard_normal((3, 70, 48)) * 1e-2).astype(np.float32)
+    g, b = rand(rng, 48), rand(rng, 48)
+    close(FAST.layer_norm(x.reshape(-1, 48), g, b, 1e-5), REFERENCE.layer_norm(x.reshape(-1, 48), g, b, 1e-5))
+    close(FAST.group_norm(x, g, b, 1e-5), REFERENCE.group_norm(x, g, b, 1e-5))
+
+
 @pytest.mark.parametrize("T, N, C", [(1, 1, 1), (4, 16, 8), (8, 49, 24)])
 def test_linear_attention(rng, T, N, C):
     qkv = rand(rng, T, N, 1 + 2 * C) * 2
