@@ -24,7 +24,10 @@ from ._jit import kernel, parallel_tile_caller
 from ._launch import launch, output
 
 LOG2E = 1.4426950408889634
-QUERIES = 12  # queries per block: a block of scores (12 x N) stays in L1 up to N = 512
+# queries per block: 24 while a block of scores (24 x N) stays in L1 (N <= 256: 24 KB), else 12 (up to N = 512).
+# Measured 24 against 12 (Zen 4, 1 thread, fastest of 8 alternating runs): 1.20 vs 1.30 ms at N = 256, 0.158 vs
+# 0.168 at N = 64, 0.029 vs 0.034 at N = 16 (xx-small's three sizes): fewer, longer calls of the product.
+QUERIES, LONG = 24, 256
 
 
 # qkv (T, N, 3C) -> (T, heads, N, N): the softmax of q k^T / sqrt(D) per sequence and head, rows summing to 1
@@ -106,11 +109,12 @@ def _attention(qkv, heads, out):
                 kp[pj, d, jj] = tok[k0 + d]
                 vp[d // COLS, j, d % COLS] = tok[v0 + d]
         zeros_n, zeros_d = np.zeros((pn, COLS), np.float32), np.zeros((pd, COLS), np.float32)
-        s = np.empty((QUERIES, N), np.float32)
-        o = np.empty((QUERIES, D), np.float32)
-        sums = np.empty(QUERIES, np.float32)
-        for i0 in range(0, N, QUERIES):
-            rows = min(QUERIES, N - i0)
+        block = QUERIES if N <= LONG else QUERIES // 2
+        s = np.empty((block, N), np.float32)
+        o = np.empty((block, D), np.float32)
+        sums = np.empty(block, np.float32)
+        for i0 in range(0, N, block):
+            rows = min(block, N - i0)
             gemm(q, i0, kp, zeros_n, s, 0, rows, 0, D, N)
             softmax_rows(s, rows, sums)
             gemm(s, 0, vp, zeros_d, o, 0, rows, 0, N, D)

@@ -89,7 +89,8 @@ def test_layer_norm(rng, M, C):
 
 
 @pytest.mark.parametrize(
-    "T, N, C, heads", [(4, 16, 8, 4), (8, 1, 12, 3), (4, 70, 24, 4), (2, 5, 6, 1), (2, 37, 108, 3), (1, 29, 80, 4)]
+    "T, N, C, heads",
+    [(4, 16, 8, 4), (8, 1, 12, 3), (4, 70, 24, 4), (2, 5, 6, 1), (2, 37, 108, 3), (1, 29, 80, 4), (1, 301, 16, 2)],
 )
 def test_attention(rng, T, N, C, heads):
     qkv = rand(rng, T, N, 3 * C) * 2
