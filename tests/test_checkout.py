@@ -55,6 +55,25 @@ def test_a_checkout_imports_from_its_root_without_an_install(checkout):
     assert demo == "True" and warm == "tinyvit_engine.kernels.warm"
 
 
+def test_the_bare_name_kernels_stays_pypis_from_a_checkouts_root(checkout):
+    """transformers 5 imports Hugging Face's `kernels` package; from a clone's root the folder kernels/ comes first on
+    sys.path and hands that name over (kernels/_bare.py), so transformers and the engine both work there."""
+    code = (
+        "import transformers, kernels, tinyvit_engine.kernels as k\n"
+        "transformers.MobileViTModel, transformers.MobileViTV2ForSemanticSegmentation\n"
+        "print(kernels.__file__, hasattr(kernels, 'CUDAProperties'), k.__file__, len(k.OPS))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=checkout, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    bare, owned, library, ops = done.stdout.split()
+    assert not Path(bare).is_relative_to(checkout) and owned == "True"
+    assert Path(library) == checkout / "kernels" / "__init__.py" and int(ops) > 10
+    # where no package owns the name, the error says what the folder is
+    code = "import sys; sys.path = [p for p in sys.path if 'site-packages' not in p]; import kernels"
+    done = subprocess.run([sys.executable, "-c", code], cwd=checkout, capture_output=True, text=True)
+    assert done.returncode != 0 and "import it as tinyvit_engine.kernels" in done.stderr, done.stderr[-2000:]
+
+
 def test_old_module_paths_still_import(checkout):
     code = (
         "import warnings; warnings.simplefilter('error', DeprecationWarning)\n"
