@@ -103,6 +103,8 @@ def choose(numba_busy: bool) -> tuple[Target, str]:
         return host(), f"no compiled kernels ship for {machine()}"
     features = set(llvm.get_host_cpu_features().flatten().split(","))
     runnable = runnable_targets()
+    if os.environ.get("TINYVIT_BUILD_INTO") and asked != "portable":  # kernels/build.py, which only compiles: any
+        runnable = [t for t, _ in candidates]  # target of this machine (an x86-64-v4 build on an AVX2 CPU, say)
     if asked != "portable":
         runnable = [t for t in runnable if t.name == asked]
     if not runnable:

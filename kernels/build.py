@@ -8,16 +8,20 @@ It compiles every kernel that kernels/warm.py lists (what the models run: a test
 nothing, in a fresh process per portable target of this machine that its CPU can run (_target.py), and replaces
 kernels/_compiled/<target>-py<XY>-numba<V>/ (or OUT/<...> with --out) with the result: Numba's cache files and a
 manifest.json naming the Python, the Numba release, the target and the stamp of the sources they were built from.
-Other Python or Numba versions of the same target are removed: one build per target ships. A stale target this
-machine cannot build (x86-64-v4 on a CPU without AVX-512) is removed, and says so: its CPUs run the next target's
-kernels until an AVX-512 machine rebuilds it. Commit the result with the kernel change that needed it.
+Other Python or Numba versions of the same target are removed: one build per target ships. A target of this
+machine that its CPU cannot run (x86-64-v4 on a CPU without AVX-512) is built without running anything: the
+signatures each kernel was compiled for under a target the CPU runs are compiled again for it (compiling executes
+none of the code), and a fresh process then checks that every kernel loads from the result without compiling.
+Commit the result with the kernel change that needed it.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -58,6 +62,65 @@ def build(name: str, out: Path) -> Path:
         return install(Path(tmp), out)
 
 
+def signatures() -> dict[tuple[str, str], list]:
+    """(module, kernel) -> the argument types it compiled for, once warm.py has called every op (in this process)."""
+    from numba.core.dispatcher import Dispatcher
+
+    from . import warm
+
+    warm.compile_kernels()
+    found = {}
+    for name, module in list(sys.modules.items()):
+        if name == __package__ or name.startswith(__package__ + "."):
+            for attr, value in vars(module).items():
+                if isinstance(value, Dispatcher) and value.signatures and value.py_func.__module__ == name:
+                    found[(name, attr)] = list(value.signatures)
+    return found
+
+
+def compile_signatures(found: dict[tuple[str, str], list]) -> int:
+    """Compile (or load) each kernel for its signatures without calling it; the number of kernels Numba compiled."""
+    from numba.core import event
+
+    compiled = event.RecordingListener()
+    event.register("numba:compile", compiled)
+    for (module, attr), sigs in found.items():
+        for sig in sigs:
+            getattr(importlib.import_module(module), attr).compile(sig)
+    event.unregister("numba:compile", compiled)
+    return len({e.data["dispatcher"] for _, e in compiled.buffer})
+
+
+def cross_build(name: str, out: Path, runs: str) -> Path:
+    """Build `name` on a CPU that cannot run it: compile the signatures recorded under `runs` (a target it runs)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_CPU_", "TINYVIT_"))}
+    with tempfile.TemporaryDirectory() as tmp:
+        found = Path(tmp) / "signatures.pickle"
+        code = f"from tinyvit_engine.kernels import build; build.record({str(found)!r})"
+        subprocess.run([sys.executable, "-c", code], env={**env, "TINYVIT_TARGET": runs}, check=True)
+        for step, into in (("compile", Path(tmp) / "built"), ("check", Path(tmp) / "checked")):
+            if step == "check":  # a fresh process, a copy of the result: every kernel must load, none compile
+                shutil.copytree(Path(tmp) / "built", into)
+            code = f"from tinyvit_engine.kernels import build; build.replay({str(found)!r}, {name!r}, {step!r})"
+            cross = {**env, "TINYVIT_TARGET": name, "TINYVIT_BUILD_INTO": str(into)}
+            subprocess.run([sys.executable, "-c", code], env=cross, check=True)
+        return install(Path(tmp) / "built", out)
+
+
+def record(path: str) -> None:
+    Path(path).write_bytes(pickle.dumps(signatures()))
+
+
+def replay(path: str, name: str, step: str) -> None:
+    from . import _jit
+
+    if _jit.TARGET.name != name:
+        raise SystemExit(f"cannot build {name} here: {_jit.WHY_COMPILE}")
+    compiled = compile_signatures(pickle.loads(Path(path).read_bytes()))
+    if step == "check" and compiled:
+        raise SystemExit(f"{name}: {compiled} kernels compiled again from the cross build; it does not serve")
+
+
 def install(built: Path, out: Path) -> Path:
     """Put a build (a TINYVIT_BUILD_INTO folder) in place as out/<tag>, replacing its target's other builds."""
     manifest = json.loads((built / "manifest.json").read_text())
@@ -94,14 +157,13 @@ def main() -> None:
         folder = build(name, args.out)
         files = list(folder.iterdir())
         print(f"{folder}: {len(files)} files, {sum(f.stat().st_size for f in files) / 1e6:.1f} MB")
-    ours = {t.name for t, _ in _target.PORTABLE.get(_target.machine(), [])} - set(names)  # this CPU cannot run
+    for target, _ in _target.PORTABLE.get(_target.machine(), []):
+        if target.name not in names:  # this CPU cannot run it: compiled, never run
+            folder = cross_build(target.name, args.out, runs=names[0])
+            files = list(folder.iterdir())
+            print(f"{folder}: {len(files)} files, {sum(f.stat().st_size for f in files) / 1e6:.1f} MB (cross build)")
     for problem in stale():
-        folder = args.out / problem.split(":")[0]
-        if folder.name.split("-py")[0] in ours:
-            shutil.rmtree(folder)
-            print(f"removed {folder.name}: stale, and this CPU cannot run it to rebuild it")
-        else:
-            print(f"still stale: {problem}")
+        print(f"still stale: {problem}")
 
 
 if __name__ == "__main__":

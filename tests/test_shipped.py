@@ -155,6 +155,18 @@ def test_the_six_row_tiles_pass_the_kernel_tests_on_any_x86_64(tmp_path):
     assert " passed" in done.stdout
 
 
+@pytest.mark.slow
+def test_a_target_this_cpu_cannot_run_builds_without_running(tmp_path):
+    """x86-64-v4 builds on any x86-64 CPU (kernels/build.py's cross build: the signatures recorded under x86-64-v3,
+    compiled again for v4, nothing run), and a fresh process loads every kernel of it without compiling (the build's
+    own check step, which fails the build otherwise); the result has the files of the v4 kernels that ship."""
+    folder = build.cross_build("x86-64-v4", tmp_path, runs="x86-64-v3")
+    made = json.loads((folder / "manifest.json").read_text())
+    shipped = json.loads((_target.SHIPPED / folder.name / "manifest.json").read_text())
+    assert made["target"]["name"] == "x86-64-v4" and made["tile_rows"] == 6 and made["stamp"] == shipped["stamp"]
+    assert made["files"] == shipped["files"]
+
+
 def test_a_child_asking_for_the_host_drops_the_portable_choice_it_inherited(tmp_path):
     """A process the engine starts inherits NUMBA_CPU_NAME=x86-64-v3 from it; TINYVIT_TARGET=host must still give
     host code (else 6-row AVX-512 tiles would be compiled for AVX2's 16 registers)."""
