@@ -49,8 +49,13 @@ def stale() -> list[str]:
     return out
 
 
+def _fresh_env() -> dict[str, str]:
+    """This environment without the CPU and engine choices a build process makes for itself."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_CPU_", "TINYVIT_"))}
+
+
 def build(name: str, out: Path) -> Path:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_CPU_", "TINYVIT_"))}
+    env = _fresh_env()
     env["TINYVIT_TARGET"] = name
     with tempfile.TemporaryDirectory() as tmp:
         env["TINYVIT_BUILD_INTO"] = tmp
@@ -93,7 +98,7 @@ def compile_signatures(found: dict[tuple[str, str], list]) -> int:
 
 def cross_build(name: str, out: Path, runs: str) -> Path:
     """Build `name` on a CPU that cannot run it: compile the signatures recorded under `runs` (a target it runs)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_CPU_", "TINYVIT_"))}
+    env = _fresh_env()
     with tempfile.TemporaryDirectory() as tmp:
         found = Path(tmp) / "signatures.pickle"
         code = f"from tinyvit_engine.kernels import build; build.record({str(found)!r})"
