@@ -22,16 +22,17 @@ from numba import types
 
 from . import _tiles
 from ._jit import TARGET, product
-from ._target import tile_rows
+from ._target import tall_rows, tile_rows
 from ._tilegen import PANEL as COLS
 
 ROWS = tile_rows(TARGET)  # the target's, not the host's: 3, or 6 on AVX-512 (TINYVIT_TILE_ROWS forces one)
 wide = getattr(_tiles, f"product_{ROWS}x{2 * COLS}")
 narrow = getattr(_tiles, f"product_{ROWS}x{COLS}")
-# products one panel wide (N <= 16: attention's weighted values, narrow reduce convs) take 6 rows at a time: with 3
-# rows the 6 sums are too few chains to hide the multiply-add latency, and loads outnumber multiply-adds
-TALL = 6
-tall = _tiles.product_6x16
+# products one panel wide (N <= 16: attention's weighted values, narrow reduce convs) take more rows at a time: with
+# 3 rows the 6 sums are too few chains to hide the multiply-add latency, and loads outnumber multiply-adds. 6 rows
+# where 32 vector registers hold them; 4 on AVX2, whose 16 do not hold 6 (see tall_rows)
+TALL = tall_rows(TARGET)
+tall = getattr(_tiles, f"product_{TALL}x{COLS}")
 
 
 def pack(w: np.ndarray, bias: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

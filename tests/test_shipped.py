@@ -64,6 +64,9 @@ def test_the_tile_rows_follow_the_target():
     assert _target.tile_rows(_target.Target("x86-64-v4", "x86-64-v4", "")) == 6
     assert _target.tile_rows(_target.Target("aarch64", "generic", "")) == 3
     assert _target.tile_rows(_target.Target("host", "znver3", "+avx2,+fma,-avx512f")) == 3
+    # the one-panel tile: 4 rows on AVX2 (6 spilled its sums there), 6 with 32 vector registers
+    assert [_target.tall_rows(t) for t, _ in _target.PORTABLE["x86_64"]] == [6, 4]
+    assert _target.tall_rows(_target.Target("aarch64", "generic", "")) == 6
 
 
 @pytest.mark.parametrize("target", ["portable", "x86-64-v3"])
