@@ -161,3 +161,11 @@ def test_floor_and_distance():
     assert costs.row("all", 8e-3, dense + copy, peak, 10e-3, 8, least=4e-3).split()[-2] == "2.0x"
     assert costs.row("none", 1e-3, costs.Cost(0, 0), peak, 10e-3, 8).split()[-2] == "-"
     assert len(costs.header("kind", 8).split()) == len(fields)
+
+
+def test_profile_takes_one_thread_count(capsys):
+    """--profile runs on the threads it is given (one value; the peaks are scaled by it), and says so otherwise."""
+    for bad in (["1", "2"], ["0"], ["99"]):
+        with pytest.raises(SystemExit):
+            peers.main(["--profile", "mobilevit-xx-small", "--threads", *bad])
+        assert "--profile takes one --threads value" in capsys.readouterr().err

@@ -18,7 +18,6 @@ Shapes are the channels-last ones the graph sees: (B, H, W, C) maps, (B, P, N, C
 from __future__ import annotations
 
 import math
-import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -180,13 +179,16 @@ class Peak:
         return (
             f"peak, 1 thread: FMA {self.flops / 1e9:.1f} GFLOP/s ({self.vector}), copy {self.copy / 1e9:.1f} GB/s "
             f"(numpy, 256 MB, read + write)\n"
-            f"peak x {self.threads} threads (NUMBA_NUM_THREADS): {self.total_flops / 1e9:.1f} GFLOP/s, "
+            f"peak x {self.threads} threads (Numba's, as the model runs): {self.total_flops / 1e9:.1f} GFLOP/s, "
             f"{self.total_copy / 1e9:.1f} GB/s; ridge at {self.flops / self.copy:.1f} FLOP/byte"
         )
 
 
 def threads() -> int:
-    return int(os.environ.get("NUMBA_NUM_THREADS") or os.cpu_count() or 1)
+    """The threads the engine's kernels run on in this thread: Numba's pool, or what set_num_threads left of it."""
+    import numba
+
+    return numba.get_num_threads()
 
 
 def _fma_loop(lanes: int):

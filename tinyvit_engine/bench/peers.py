@@ -367,12 +367,16 @@ def peak_rss(engine_file: str, image: str) -> float:
     return int(out.stdout.strip()) / 1024
 
 
-def profile(name: str, workdir: Path, batch: int, runs: int = 20) -> None:
+def profile(name: str, workdir: Path, batch: int, threads: int | None = None, runs: int = 20) -> None:
     """Per-node engine time for one model, as a roofline: grouped by op and the slowest nodes, each with its FLOP
-    and byte rates against this machine's peaks (bench/costs.py)."""
+    and byte rates against this machine's peaks (bench/costs.py), on `threads` of Numba's pool (None: all of it)."""
+    import numba
+
     from ..model import load
     from . import costs
 
+    if threads is not None:
+        numba.set_num_threads(threads)  # before the peaks, which are scaled by it
     peak = costs.measure_peak()  # first, while no thread pool of the model spins beside it
     print(peak.describe(), flush=True)
     model = load(prepare(name, batch, workdir)["engine"])
@@ -512,7 +516,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m tinyvit_engine.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--batch", nargs="+", type=int, default=[1, 8])
-    p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--threads", nargs="+", type=int, help="default: 1 2 (--profile: one value; default all cores)")
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--per-round", type=int, default=5)
     p.add_argument("--warmup", type=int, default=5)
@@ -546,8 +550,14 @@ def main(argv: list[str] | None = None) -> None:
         return worker(args.worker)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    given, args.threads = args.threads, args.threads or [1, 2]
     if args.profile:
-        return profile(args.profile, workdir, args.batch[0])
+        import numba
+
+        most = numba.config.NUMBA_NUM_THREADS
+        if given is not None and (len(given) != 1 or not 1 <= given[0] <= most):
+            p.error(f"--profile takes one --threads value, from 1 to {most} (NUMBA_NUM_THREADS); got {given}")
+        return profile(args.profile, workdir, args.batch[0], given[0] if given else None)
     if args.job:
         return job(args.job, args.repeat, args.threads, args.rounds, workdir)
     if args.serve:
