@@ -103,13 +103,16 @@ def cross_build(name: str, out: Path, runs: str) -> Path:
         found = Path(tmp) / "signatures.pickle"
         code = f"from tinyvit_engine.kernels import build; build.record({str(found)!r})"
         subprocess.run([sys.executable, "-c", code], env={**env, "TINYVIT_TARGET": runs}, check=True)
-        for step, into in (("compile", Path(tmp) / "built"), ("check", Path(tmp) / "checked")):
-            if step == "check":  # a fresh process, a copy of the result: every kernel must load, none compile
-                shutil.copytree(Path(tmp) / "built", into)
+
+        def replay_into(into: Path, step: str) -> None:
             code = f"from tinyvit_engine.kernels import build; build.replay({str(found)!r}, {name!r}, {step!r})"
             cross = {**env, "TINYVIT_TARGET": name, "TINYVIT_BUILD_INTO": str(into)}
             subprocess.run([sys.executable, "-c", code], env=cross, check=True)
-        return install(Path(tmp) / "built", out)
+
+        built = Path(tmp) / "built"
+        replay_into(built, "compile")
+        replay_into(shutil.copytree(built, Path(tmp) / "checked"), "check")  # a fresh process: all load, none compile
+        return install(built, out)
 
 
 def record(path: str) -> None:
@@ -146,6 +149,11 @@ def record_files(folder: Path) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
 
+def describe(folder: Path, how: str = "") -> None:
+    files = list(folder.iterdir())
+    print(f"{folder}: {len(files)} files, {sum(f.stat().st_size for f in files) / 1e6:.1f} MB{how}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m tinyvit_engine.kernels.build", description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="exit 1 if a shipped target was built from other sources")
@@ -159,14 +167,10 @@ def main() -> None:
     if not names:
         raise SystemExit(f"no portable target this machine can build ({_target.machine()})")
     for name in names:
-        folder = build(name, args.out)
-        files = list(folder.iterdir())
-        print(f"{folder}: {len(files)} files, {sum(f.stat().st_size for f in files) / 1e6:.1f} MB")
+        describe(build(name, args.out))
     for target, _ in _target.PORTABLE.get(_target.machine(), []):
         if target.name not in names:  # this CPU cannot run it: compiled, never run
-            folder = cross_build(target.name, args.out, runs=names[0])
-            files = list(folder.iterdir())
-            print(f"{folder}: {len(files)} files, {sum(f.stat().st_size for f in files) / 1e6:.1f} MB (cross build)")
+            describe(cross_build(target.name, args.out, runs=names[0]), " (cross build)")
     for problem in stale():
         print(f"still stale: {problem}")
 
