@@ -10,9 +10,10 @@ serve every shape. The product is serial: callers run it inside their own prange
 
 The tile shape is chosen per machine from the number of vector registers. AVX2 has 16: 3 x 32 keeps 12 of them as
 sums, 4 for weights and 1 for the broadcast (measured on Zen 3, GFLOP/s at 1 thread for M x K x N = 1024x144x288:
-3x32 76, 5x16 72, 8x8 73, 4x16 70, 6x16 55, 4x24 45). AVX-512 has 32 (used at 256-bit width, as LLVM prefers on
-Intel): 6 x 32 keeps 24. The shape follows the target the kernels are compiled for (_target.py): the shipped
-x86-64-v3 kernels run 3 rows on every x86-64 CPU; host-tuned ones (TINYVIT_TARGET=host) 6 on AVX-512.
+3x32 76, 5x16 72, 8x8 73, 4x16 70, 6x16 55, 4x24 45). AVX-512 has 32, of 16 floats each (512-bit: _target.WIDE):
+8 x 32 keeps 16 of them as sums, and the broadcasts are folded into the multiply-adds. The shape follows the target
+the kernels are compiled for (_target.py): 3 rows for x86-64-v3 (on any x86-64 CPU it runs on), 8 for x86-64-v4 and
+for a host with AVX-512 (TINYVIT_TARGET=host).
 
 To change a tile (its shape, or which one a machine runs): _tilegen.py's header, step by step.
 """
@@ -25,12 +26,12 @@ from ._jit import TARGET, product
 from ._target import tall_rows, tile_rows
 from ._tilegen import PANEL as COLS
 
-ROWS = tile_rows(TARGET)  # the target's, not the host's: 3, or 6 on AVX-512 (TINYVIT_TILE_ROWS forces one)
+ROWS = tile_rows(TARGET)  # the target's, not the host's: 3, or 8 on AVX-512 (TINYVIT_TILE_ROWS forces one)
 wide = getattr(_tiles, f"product_{ROWS}x{2 * COLS}")
 narrow = getattr(_tiles, f"product_{ROWS}x{COLS}")
 # products one panel wide (N <= 16: attention's weighted values, narrow reduce convs) take more rows at a time: with
-# 3 rows the 6 sums are too few chains to hide the multiply-add latency, and loads outnumber multiply-adds. 6 rows
-# where 32 vector registers hold them; 4 on AVX2, whose 16 do not hold 6 (see tall_rows)
+# 3 rows the 6 sums are too few chains to hide the multiply-add latency, and loads outnumber multiply-adds. 8 rows
+# on AVX-512, 6 on ARM, 4 on AVX2, whose 16 registers do not hold 6 (see tall_rows)
 TALL = tall_rows(TARGET)
 tall = getattr(_tiles, f"product_{TALL}x{COLS}")
 
@@ -72,7 +73,7 @@ def gemm(a, am, wp, bp, out, om, rows, k0, k1, n):
     depth, panel = k1 - k0, np.uint64(wp.shape[1] * COLS)  # panel: floats per weight panel
     w0 = np.uint64(k0 * COLS)  # this depth range's first row in every panel
     wf, bf, of = wp.reshape(-1), bp.reshape(-1), out.reshape(-1)
-    c = np.empty(TALL * COLS, np.float32)  # scratch tile: partial panels, and all panels when rows < mr
+    c = np.empty(max(TALL, ROWS) * COLS, np.float32)  # scratch tile: partial panels, and all panels when rows < mr
     if rows < mr:  # too few rows for one tile: a zero-padded copy
         src = np.zeros((mr, depth), np.float32)
         src[:rows] = a[am : am + rows, :depth]

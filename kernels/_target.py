@@ -12,9 +12,12 @@ ship with the engine:
   first use as before: a CPU without AVX2 or FMA, another architecture, or Numba already compiling for the host in
   this process. Another Python minor or Numba release than the shipped files were built with (their names and
   index say which) compiles the portable target on first use. WHY_COMPILE says why, and the first run says it once.
-- The tile shape follows the target (tile_rows): 6-row product tiles where the target has AVX-512's 32 vector
-  registers (x86-64-v4, or a host with AVX-512), else 3 rows. TINYVIT_TILE_ROWS=3|6 forces one (tests run both).
-  Products one panel wide take a taller tile (tall_rows): 6 rows with 32 vector registers, 4 with AVX2's 16.
+- AVX-512 code uses 512-bit vectors (WIDE): LLVM's own choice for Intel CPUs and x86-64-v4 is 256-bit, half of
+  what the FMA units of a Xeon take per instruction (measured 95 vs 155-162 GFLOP/s on one core of an Intel Xeon).
+- The tile shape follows the target (tile_rows): 8-row product tiles where the target has AVX-512's 32 vector
+  registers at 512 bits (x86-64-v4, or TINYVIT_TARGET=host on an AVX-512 CPU), else 3 rows. TINYVIT_TILE_ROWS=3|8
+  forces one (tests run both). Products one panel wide take a taller tile (tall_rows): 8 rows on AVX-512, 6 on
+  64-bit ARM, 4 on AVX2.
 - stamp() ties compiled code to everything it was made from: the kernel library's sources, the target (name, CPU,
   features) and the tile rows. Numba checks only a kernel's own file; an edit to a tile must reach its callers.
 - SHIPPED/<tag>/ holds the compiled kernels of one target for one Python minor and one Numba release, with a
@@ -60,9 +63,14 @@ class Target:
 
 V3 = ("avx", "avx2", "bmi", "bmi2", "f16c", "fma", "lzcnt", "movbe")  # x86-64-v3's features, as LLVM names them
 V4 = V3 + ("avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl")
+# LLVM's tuning for x86-64-v4 and Intel's AVX-512 CPUs prefers 256-bit vectors (fewer frequency drops on early
+# Xeons); this turns the preference off, so loops and tiles use 512-bit zmm registers. On one core of a 2-core Intel
+# Xeon (AVX-512), x86-64-v4: a multiply-add loop 95 -> 155 GFLOP/s; xx-small 17.4 -> 14.0 ms with the tiles as
+# they were (6 rows)
+WIDE = "-prefer-256-bit"
 # machine -> its portable targets, best first, each with the host CPU features it needs
 PORTABLE = {
-    "x86_64": [(Target("x86-64-v4", "x86-64-v4", ""), V4), (Target("x86-64-v3", "x86-64-v3", ""), V3)],
+    "x86_64": [(Target("x86-64-v4", "x86-64-v4", WIDE), V4), (Target("x86-64-v3", "x86-64-v3", ""), V3)],
     "aarch64": [(Target("aarch64", "generic", ""), ())],
 }
 
@@ -71,8 +79,13 @@ def _warn(message: str) -> None:
     warnings.warn(f"tinyvit-engine: {message}", RuntimeWarning, stacklevel=3)
 
 
-def host() -> Target:
-    return Target("host", llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten())
+def host(wide: bool = False) -> Target:
+    """The host CPU as Numba compiles for it by default; wide: with 512-bit vectors where it has AVX-512 (WIDE), as
+    TINYVIT_TARGET=host asks (apply() then sets the features, as for a portable target)."""
+    features = llvm.get_host_cpu_features().flatten()
+    if wide and "+avx512f" in features.split(","):
+        features += f",{WIDE}"
+    return Target("host", llvm.get_host_cpu_name(), features)
 
 
 def machine() -> str:
@@ -98,7 +111,7 @@ def choose(numba_busy: bool) -> tuple[Target, str]:
         _warn(f"TINYVIT_TARGET={asked!r:.40} is none of portable, host, {', '.join(names)}; using portable")
         asked = "portable"
     if asked == "host":
-        return host(), "TINYVIT_TARGET=host asks for kernels tuned to this CPU"
+        return host(wide=True), "TINYVIT_TARGET=host asks for kernels tuned to this CPU"
     candidates = PORTABLE.get(machine(), [])
     if not candidates:
         return host(), f"no compiled kernels ship for {machine()}"
@@ -127,8 +140,9 @@ def apply(target: Target) -> None:
     """Make Numba compile (and look up its cache) for `target`: its CPU name and features, as the NUMBA_CPU_NAME
     and NUMBA_CPU_FEATURES variables would, set in the environment too, so Numba's re-reading of it keeps them and
     the compiling helper (kernels/warm.py in a second process) makes the same choice. For the host, a portable
-    choice inherited from a parent process (which set them so) is taken back."""
-    if target.name != "host":
+    choice inherited from a parent process (which set them so) is taken back, unless the host's own features are
+    set (512-bit vectors on AVX-512)."""
+    if target.name != "host" or WIDE in target.features.split(","):
         os.environ["NUMBA_CPU_NAME"], os.environ["NUMBA_CPU_FEATURES"] = target.cpu, target.features
         numba.config.CPU_NAME, numba.config.CPU_FEATURES = target.cpu, target.features
         return
@@ -139,13 +153,16 @@ def apply(target: Target) -> None:
 
 
 def tile_rows(target: Target) -> int:
-    """Rows of the wide product tile: 6 where the target has AVX-512's 32 vector registers, else 3 (_gemm.py)."""
+    """Rows of the wide product tile (_gemm.py): 8 where the target has AVX-512's 32 vector registers at 512 bits
+    (WIDE: 16 zmm sums, 2 weight vectors, the broadcasts folded into the multiply-adds), else 3. Measured on a
+    2-core Intel Xeon (AVX-512, 512-bit vectors), 1 thread, fastest of 30, two alternating rounds: xx-small
+    14.0-14.3 ms with 6 rows, 13.5-13.7 with 8, 14.0-14.1 with 10; v2-0.5 12.5-12.7, 11.8-11.9 and 12.3-12.6."""
     forced = os.environ.get("TINYVIT_TILE_ROWS")
-    if forced in ("3", "6"):
+    if forced in ("3", "8"):
         return int(forced)
     if forced is not None:
-        _warn(f"TINYVIT_TILE_ROWS={forced!r:.40} is neither 3 nor 6; the target's choice is used")
-    return 6 if target.name == "x86-64-v4" or "+avx512f" in target.features.split(",") else 3
+        _warn(f"TINYVIT_TILE_ROWS={forced!r:.40} is neither 3 nor 8; the target's choice is used")
+    return 8 if WIDE in target.features.split(",") else 3
 
 
 @functools.cache
@@ -157,13 +174,16 @@ def _sources() -> bytes:
 
 
 def tall_rows(target: Target) -> int:
-    """Rows of the one-panel product tile (_gemm.TALL): 6 where the target has 32 vector registers (AVX-512, 64-bit
-    ARM), 4 on AVX2's 16. Its 6 x 2 sums, 2 weight vectors and a broadcast would fit in 16 ymm registers, but LLVM
-    keeps the 6 broadcasts live at once, and the loop spilled sums to the stack (4 stack loads and stores and 12
+    """Rows of the one-panel product tile (_gemm.TALL): 8 on AVX-512 (as many as the wide tile: 8 zmm sums; 12 rows
+    measured no faster), 6 on 64-bit ARM's 32 registers (6 x 4 sums), 4 on AVX2's 16. There 6 x 2 sums, 2 weight
+    vectors and a broadcast would fit in 16 ymm registers, but LLVM keeps the 6 broadcasts live at once, and the
+    loop spilled sums to the stack (4 stack loads and stores and 12
     register moves per step, in the machine code of x86-64-v3); 4 rows keep 8 sums and do not spill. Measured on
     Zen 3, 1 thread: xx-small's attention at N = 256 (16 sequence-heads) 2.00-2.08 ms with 6 rows, 1.62 with 4 and
     1.61-1.64 with 5; the whole model's sum of nodes 17.50 -> 16.32 ms."""
-    return 6 if tile_rows(target) == 6 or target.name == "aarch64" or machine() == "aarch64" else 4
+    if tile_rows(target) == 8:
+        return 8
+    return 6 if target.name == "aarch64" or machine() == "aarch64" else 4
 
 
 def stamp(target: Target) -> str:

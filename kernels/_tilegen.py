@@ -17,7 +17,7 @@ How to change a tile, step by step:
    product_{rows}x{columns}, depthwise_3x3_{lanes}).
 2. Change the shape or the code here: PRODUCT_TILES (which (rows, columns) exist), product_tile / depthwise_tile
    (what a tile computes, line by line). Which tile a machine runs is chosen in _gemm.py (ROWS, from the vector
-   registers the CPU has: 16 on AVX2, 32 on AVX-512) and depthwise_conv2d.py; a tile's sums must fit in them.
+   registers the CPU has: 16 on AVX2, 32 on AVX-512 and ARM) and depthwise_conv2d.py; a tile's sums must fit in them.
 3. Regenerate: `python -m tinyvit_engine.kernels._tilegen --write` (rewrites _tiles.py; the cache stamp in
    _jit.py makes every kernel recompile on its next call).
 4. Check: `python -m pytest -q tests/test_kernels.py` (every kernel against its NumPy reference on odd shapes, and
@@ -33,7 +33,7 @@ from pathlib import Path
 
 PANEL = 16  # columns per packed weight panel; a tile is one or more panels wide
 # (rows, columns) of the product tiles that are generated; _gemm.py picks a wide and a one-panel tile per machine
-PRODUCT_TILES = ((3, 32), (3, 16), (6, 32), (6, 16), (4, 16))
+PRODUCT_TILES = ((3, 32), (3, 16), (4, 16), (6, 16), (8, 32), (8, 16))
 DEPTHWISE_LANES = (8,)  # channels per depthwise block
 
 

@@ -97,6 +97,8 @@ def test_int8_demo_models_on_heldout_data(name):
     storage = METRICS[name]["engine_storage"]
     shipped = ROOT / "weights" / f"{name}.int8.safetensors"
     assert shipped.stat().st_size == storage["int8"]["size_bytes"]
-    assert measure(tve.load(shipped)) == pytest.approx(storage["int8"][key], abs=1e-9)
+    # to a pixel: one of the 3.3 million held-out pixels has two top logits within float rounding, and its label
+    # differs between x86-64-v3 (the recorded figure) and x86-64-v4, whose 512-bit sums round differently (1e-7)
+    assert measure(tve.load(shipped)) == pytest.approx(storage["int8"][key], abs=1e-6)
     assert abs(storage["int8"][key] - storage["float32"][key]) <= (0.005 if name == "mobilevit-digits" else 0.007)
     assert storage["float32"][key] == pytest.approx(METRICS[name][key], abs=1e-3)

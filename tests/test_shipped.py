@@ -1,7 +1,7 @@
 """Compiled kernels that ship (kernels/_target.py, kernels/build.py): current with the sources; a fresh process with
 an empty cache compiles nothing; where they cannot serve (another Numba or Python, a CPU without AVX2 or FMA, the
 host asked for, Numba already busy), the engine compiles for the host, says why once, and never loads them; the
-6-row (AVX-512) tiles pass the kernel tests on any x86-64 CPU."""
+8-row (AVX-512) tiles pass the kernel tests on any x86-64 CPU."""
 
 import json
 import os
@@ -61,11 +61,14 @@ def test_the_shipped_kernels_are_current_and_cover_this_machine():
 
 def test_the_tile_rows_follow_the_target():
     assert _target.tile_rows(_target.Target("x86-64-v3", "x86-64-v3", "")) == 3
-    assert _target.tile_rows(_target.Target("x86-64-v4", "x86-64-v4", "")) == 6
+    assert _target.tile_rows(_target.Target("x86-64-v4", "x86-64-v4", _target.WIDE)) == 8
     assert _target.tile_rows(_target.Target("aarch64", "generic", "")) == 3
     assert _target.tile_rows(_target.Target("host", "znver3", "+avx2,+fma,-avx512f")) == 3
-    # the one-panel tile: 4 rows on AVX2 (6 spilled its sums there), 6 with 32 vector registers
-    assert [_target.tall_rows(t) for t, _ in _target.PORTABLE["x86_64"]] == [6, 4]
+    # AVX-512 at 256 bits (Numba's default for an Intel host) would spill 8 rows: 3
+    assert _target.tile_rows(_target.Target("host", "sapphirerapids", "+avx2,+fma,+avx512f")) == 3
+    assert _target.tile_rows(_target.Target("host", "sapphirerapids", f"+avx2,+fma,+avx512f,{_target.WIDE}")) == 8
+    # the one-panel tile: 4 rows on AVX2 (6 spilled its sums there), 6 on ARM, 8 on AVX-512
+    assert [_target.tall_rows(t) for t, _ in _target.PORTABLE["x86_64"]] == [8, 4]
     assert _target.tall_rows(_target.Target("aarch64", "generic", "")) == 6
 
 
@@ -75,7 +78,7 @@ def test_a_fresh_cache_compiles_nothing(tmp_path, v2, target):
     report, stderr = run([DEMO_CLASSIFIER, DEMO_SEGMENTER, v2], tmp_path, TINYVIT_TARGET=target)
     assert report["compiled"] == [] and report["why"] == "" and MESSAGE not in stderr
     name = _jit.TARGET.name if target == "portable" else target
-    assert report["target"] == name and report["rows"] == (6 if name == "x86-64-v4" else 3)
+    assert report["target"] == name and report["rows"] == (8 if name == "x86-64-v4" else 3)
     cache = Path(report["cache"])
     assert cache.parent == tmp_path and cache.name.startswith(f"{name}-py311-")
     shipped = _target.SHIPPED / f"{name}-py311-numba{_target.numba.__version__}"
@@ -135,17 +138,17 @@ def test_another_python_compiles_and_says_why(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_six_row_tiles_pass_the_kernel_tests_on_any_x86_64(tmp_path):
-    """The AVX-512 choice of _gemm (6-row product tiles, and every block size derived from ROWS) is valid AVX2 code:
+def test_the_eight_row_tiles_pass_the_kernel_tests_on_any_x86_64(tmp_path):
+    """The AVX-512 choice of _gemm (8-row product tiles, and every block size derived from ROWS) is valid AVX2 code:
     the kernel tests run it here against the references, whatever the CPU."""
-    env = {**os.environ, "TINYVIT_TILE_ROWS": "6", "TINYVIT_CACHE_DIR": str(tmp_path)}
+    env = {**os.environ, "TINYVIT_TILE_ROWS": "8", "TINYVIT_CACHE_DIR": str(tmp_path)}
     rows = subprocess.run(
         [sys.executable, "-c", "from tinyvit_engine.kernels import _gemm; print(_gemm.ROWS)"],
         env=env,
         capture_output=True,
         text=True,
     )
-    assert rows.stdout.strip() == "6", rows.stderr[-2000:]
+    assert rows.stdout.strip() == "8", rows.stderr[-2000:]
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_kernels.py"],
         env=env,
@@ -166,18 +169,21 @@ def test_a_target_this_cpu_cannot_run_builds_without_running(tmp_path):
     folder = build.cross_build("x86-64-v4", tmp_path, runs="x86-64-v3")
     made = json.loads((folder / "manifest.json").read_text())
     shipped = json.loads((_target.SHIPPED / folder.name / "manifest.json").read_text())
-    assert made["target"]["name"] == "x86-64-v4" and made["tile_rows"] == 6 and made["stamp"] == shipped["stamp"]
+    assert made["target"]["name"] == "x86-64-v4" and made["tile_rows"] == 8 and made["stamp"] == shipped["stamp"]
     assert made["files"] == shipped["files"]
 
 
 def test_a_child_asking_for_the_host_drops_the_portable_choice_it_inherited(tmp_path):
     """A process the engine starts inherits NUMBA_CPU_NAME=x86-64-v3 from it; TINYVIT_TARGET=host must still give
-    host code (else 6-row AVX-512 tiles would be compiled for AVX2's 16 registers)."""
+    host code (else 8-row AVX-512 tiles would be compiled for AVX2's 16 registers): Numba's default for the host, or
+    on an AVX-512 CPU the host with 512-bit vectors."""
     code = "import numba; from tinyvit_engine.kernels import _jit; print(_jit.TARGET.name, numba.config.CPU_NAME)"
     env = {**os.environ, "NUMBA_CPU_NAME": "x86-64-v3", "NUMBA_CPU_FEATURES": "", "TINYVIT_TARGET": "host"}
     env["TINYVIT_CACHE_DIR"] = str(tmp_path)
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert done.stdout.split() == ["host", "None"], done.stderr[-2000:]
+    host = _target.host(wide=True)
+    expected = host.cpu if _target.WIDE in host.features.split(",") else "None"
+    assert done.stdout.split() == ["host", expected], done.stderr[-2000:]
 
 
 def test_a_bad_setting_is_named_and_the_default_used(tmp_path):
@@ -187,4 +193,4 @@ def test_a_bad_setting_is_named_and_the_default_used(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == [_jit.TARGET.name, str(_target.tile_rows(_jit.TARGET))]
     assert "TINYVIT_TARGET='avx9000' is none of portable, host" in done.stderr
-    assert "TINYVIT_TILE_ROWS='5' is neither 3 nor 6" in done.stderr
+    assert "TINYVIT_TILE_ROWS='5' is neither 3 nor 8" in done.stderr
