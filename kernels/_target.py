@@ -186,6 +186,13 @@ def tall_rows(target: Target) -> int:
     return 6 if target.name == "aarch64" or machine() == "aarch64" else 4
 
 
+def vector_lanes(target: Target) -> int:
+    """Channels per depthwise tile (depthwise_conv2d.py): a vector register's floats, 16 with AVX-512 at 512 bits,
+    else 8 (one AVX2 register; two of ARM's NEON ones). It follows tile_rows, so TINYVIT_TILE_ROWS=8 forces both
+    AVX-512 shapes (tests run them on any x86-64)."""
+    return 16 if tile_rows(target) == 8 else 8
+
+
 def stamp(target: Target) -> str:
     """A digest of everything the compiled kernels of `target` are made from."""
     digest = hashlib.sha256(json.dumps([asdict(target), tile_rows(target)]).encode())

@@ -34,7 +34,7 @@ from pathlib import Path
 PANEL = 16  # columns per packed weight panel; a tile is one or more panels wide
 # (rows, columns) of the product tiles that are generated; _gemm.py picks a wide and a one-panel tile per machine
 PRODUCT_TILES = ((3, 32), (3, 16), (4, 16), (6, 16), (8, 32), (8, 16))
-DEPTHWISE_LANES = (8,)  # channels per depthwise block
+DEPTHWISE_LANES = (8, 16)  # channels per depthwise block: one vector of AVX2 or of AVX-512 at 512 bits
 
 
 def u(n) -> str:

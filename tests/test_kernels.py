@@ -51,7 +51,8 @@ def test_conv2d(rng, B, H, W, cin, cout, k, stride, dil, act):
         (1, 9, 7, 8, 3, 2, 1),
         (1, 4, 5, 3, 3, 1, 2),
         (2, 6, 6, 4, 5, 1, 3),
-        (2, 9, 11, 24, 3, 1, 1),  # the register tile: three blocks of 8 channels, borders clipped
+        (2, 9, 11, 24, 3, 1, 1),  # the register tiles: blocks of 16 then 8 channels (or three of 8), borders clipped
+        (1, 9, 10, 44, 3, 1, 1),  # 16-channel blocks, an 8-channel one and 4 remainder channels
         (1, 10, 9, 20, 3, 2, 1),  # tile blocks plus 4 remainder channels, stride 2
         (1, 12, 12, 16, 3, 1, 2),  # dilated tile
         (1, 3, 3, 8, 3, 1, 1),  # a map with no interior pixel
