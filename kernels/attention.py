@@ -5,11 +5,19 @@
 
 The input is the fused projection (T, N, 3C): queries, then keys, then values, heads contiguous inside each, which is
 what one linear layer with the three weight matrices side by side produces. The fast version gives each task one
-(sequence, head) pair and keeps everything of it in L1/L2: it packs the head's keys as the weight panels of the
-scores product and its values as those of the output product (_gemm.pack's layout), then takes QUERIES queries at a
-time: their scores with the register-tiled product (depth D), a softmax of those rows while they are in L1, and the
-weighted values with the same product (depth N), divided by the softmax sums at the store. Memory stays O(N) per
-task however many patches there are.
+(sequence, head) pair and keeps everything of it in L1/L2. It works on the transposed scores, keys down and queries
+across, two weight panels of COLS queries at a time (w = 2 COLS, or COLS for the last):
+
+    scores (N, w) = keys (N, D) @ queries^T        the register-tiled product, the queries packed as its weights
+    softmax down each column                       each step a whole row of COLS queries: elementwise vector code
+    out^T (D, w) = values^T (D, N) @ probs         the same product, the probabilities as its weight panels
+
+and divides by the softmax sums at the store. With queries across, the softmax's maxima and sums are elementwise
+(one vector per key), where queries down the rows made each a reduction along a row that did not vectorise (a row
+max of scalar lanes). Measured on an Intel Xeon (AVX-512), 1 thread, fastest of 200, two rounds: xx-small's
+N = 256, 16 sequence-heads of D = 16: 1.31-1.56 -> 0.91-1.06 ms; N = 64, D = 20: 0.16-0.18 -> 0.150-0.153; the
+x86-64-v3 kernels on the same CPU: 1.68-1.79 -> 1.50-1.75 and 0.23-0.24 -> 0.17. Memory stays O(N) per task
+however many patches there are.
 """
 
 import math
@@ -17,17 +25,15 @@ import math
 import numpy as np
 from numba import prange
 
+from . import _tiles
 from ._checks import KernelArgumentError, f32
 from ._exp import exp2_softmax
 from ._gemm import COLS, gemm
-from ._jit import kernel, parallel_tile_caller
+from ._jit import parallel_tile_caller, tile_caller
 from ._launch import launch, output
 
 LOG2E = 1.4426950408889634
-# queries per block: 24 while a block of scores (24 x N) stays in L1 (N <= 256: 24 KB), else 12 (up to N = 512).
-# Measured 24 against 12 (Zen 4, 1 thread, fastest of 8 alternating runs): 1.20 vs 1.30 ms at N = 256, 0.158 vs
-# 0.168 at N = 64, 0.029 vs 0.034 at N = 16 (xx-small's three sizes): fewer, longer calls of the product.
-QUERIES, LONG = 24, 256
+column_max = getattr(_tiles, f"column_max_{COLS}")  # generated (_tilegen.py): the maxima in registers
 
 
 # qkv (T, N, 3C) -> (T, heads, N, N): the softmax of q k^T / sqrt(D) per sequence and head, rows summing to 1
@@ -49,42 +55,26 @@ def attention_reference(qkv, heads):
     return (attention_probs_reference(qkv, heads) @ v).transpose(0, 2, 1, 3).reshape(T, N, C).astype(np.float32)
 
 
-@kernel
-def row_max(row):
-    """max(row) in eight running lanes: a single running max does not vectorise (it would need the no-NaN flag)."""
-    N = row.shape[0]
-    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = row[0]
-    for j in range(0, N - 7, 8):
-        v = row[j : j + 8]
-        m0 = v[0] if v[0] > m0 else m0
-        m1 = v[1] if v[1] > m1 else m1
-        m2 = v[2] if v[2] > m2 else m2
-        m3 = v[3] if v[3] > m3 else m3
-        m4 = v[4] if v[4] > m4 else m4
-        m5 = v[5] if v[5] > m5 else m5
-        m6 = v[6] if v[6] > m6 else m6
-        m7 = v[7] if v[7] > m7 else m7
-    top = max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
-    for j in range(N - N % 8, N):
-        top = max(top, row[j])
-    return top
-
-
-@kernel
-def softmax_rows(s, rows, sums):
-    """s[r] = 2**(s[r] - max(s[r])) for r < rows (scores in base-2 units: the queries carry log2(e)), their sums in
-    sums[r] (not divided: the caller scales the output). Compiled apart, with reassociation, so the sum vectorises
-    (the tile callers have none)."""
-    N = s.shape[1]
-    for r in range(rows):
-        row = s[r]
-        top = row_max(row)
-        total = np.float32(0.0)
+@tile_caller
+def softmax_columns(s, probs, top, sums):
+    """s (N, w) holds the scores of w queries (w = COLS or 2 COLS) in its columns, in base-2 units (the queries carry
+    log2(e)): probs[p, :, c] = 2**(s[:, p * COLS + c] - max(s[:, p * COLS + c])), laid out as the weight panels of
+    the next product, and the column sums in sums (not divided: the caller scales the output). Every step works on
+    whole rows of COLS queries, so maxima and sums are elementwise vector operations, with no reduction across
+    lanes (each column's sum adds in key order); the maxima are kept in registers (column_max)."""
+    N, w = s.shape
+    f = s.reshape(-1)
+    for p in range(w // COLS):
+        column_max(f, np.uint64(w), N, top, np.uint64(p * COLS))
+        panel = probs[p]
+        for c in range(COLS):
+            sums[p * COLS + c] = np.float32(0.0)
         for j in range(N):
-            e = exp2_softmax(row[j] - top)
-            row[j] = e
-            total += e
-        sums[r] = total
+            row, dst = s[j], panel[j]
+            for c in range(COLS):
+                e = exp2_softmax(row[p * COLS + c] - top[p * COLS + c])
+                dst[c] = e
+                sums[p * COLS + c] += e
 
 
 @parallel_tile_caller
@@ -93,36 +83,39 @@ def _attention(qkv, heads, out):
     C = C3 // 3
     D = C // heads
     scale = np.float32(LOG2E / math.sqrt(D))  # scores in base 2: softmax(x) = 2**(x log2 e) / sum
-    pn, pd = (N + COLS - 1) // COLS, (D + COLS - 1) // COLS
+    blocks = (N + 2 * COLS - 1) // (2 * COLS)  # blocks of two panels of queries
+    zeros = np.zeros((2, COLS), np.float32)
     for task in prange(T * heads):
         t, h = task // heads, task % heads
         q0, k0, v0 = h * D, C + h * D, 2 * C + h * D
-        # keys as panels of the scores product (D deep, N wide), values as panels of the output one (N deep, D wide)
-        kp = np.zeros((pn, D, COLS), np.float32)
-        vp = np.zeros((pd, N, COLS), np.float32)
-        q = np.empty((N, D), np.float32)
+        # keys as the rows of the scores product, values transposed as those of the output one; the queries (scaled)
+        # as weight panels of the first, COLS queries each, two panels per block
+        keys = np.empty((N, D), np.float32)
+        values = np.empty((D, N), np.float32)
+        queries = np.zeros((blocks, 2, D, COLS), np.float32)
         for j in range(N):
             tok = qkv[t, j]
-            pj, jj = j // COLS, j % COLS
+            panel = queries[j // (2 * COLS), j // COLS % 2]
             for d in range(D):
-                q[j, d] = tok[q0 + d] * scale
-                kp[pj, d, jj] = tok[k0 + d]
-                vp[d // COLS, j, d % COLS] = tok[v0 + d]
-        zeros_n, zeros_d = np.zeros((pn, COLS), np.float32), np.zeros((pd, COLS), np.float32)
-        block = QUERIES if N <= LONG else QUERIES // 2
-        s = np.empty((block, N), np.float32)
-        o = np.empty((block, D), np.float32)
-        sums = np.empty(block, np.float32)
-        for i0 in range(0, N, block):
-            rows = min(block, N - i0)
-            gemm(q, i0, kp, zeros_n, s, 0, rows, 0, D, N)
-            softmax_rows(s, rows, sums)
-            gemm(s, 0, vp, zeros_d, o, 0, rows, 0, N, D)
-            for r in range(rows):
-                inv = np.float32(1.0) / sums[r]
-                dst = out[t, i0 + r]
+                keys[j, d] = tok[k0 + d]
+                values[d, j] = tok[v0 + d]
+                panel[d, j % COLS] = tok[q0 + d] * scale
+        s = np.empty((N, 2 * COLS), np.float32)  # scores: keys down, queries across
+        probs = np.empty((2, N, COLS), np.float32)  # their softmax, as the weight panels of the output product
+        o = np.empty((D, 2 * COLS), np.float32)
+        top, sums = np.empty(2 * COLS, np.float32), np.empty(2 * COLS, np.float32)
+        for b in range(blocks):
+            i0 = b * 2 * COLS
+            w = min(2 * COLS, (N - i0 + COLS - 1) // COLS * COLS)  # one panel or two
+            sw = s.reshape(-1)[: N * w].reshape(N, w)
+            gemm(keys, 0, queries[b], zeros, sw, 0, N, 0, D, w)
+            softmax_columns(sw, probs, top, sums)
+            gemm(values, 0, probs, zeros, o, 0, D, 0, N, w)  # the weighted values, transposed: (D, queries)
+            for c in range(min(w, N - i0)):
+                inv = np.float32(1.0) / sums[c]
+                dst = out[t, i0 + c]
                 for d in range(D):
-                    dst[q0 + d] = o[r, d] * inv
+                    dst[q0 + d] = o[d, c] * inv
 
 
 def attention(qkv, heads):

@@ -199,7 +199,7 @@ def test_wrappers_refuse_bad_arrays(rng):
 
 
 def test_generated_tiles_are_current():
-    # kernels/_tiles.py is what kernels/_tilegen.py generates (regenerate with `python -m ... _tilegen --write`)
+    # kernels/_tiles.py is what kernels/_tilegen.py generates (regenerate with `python kernels/_tilegen.py --write`)
     from tinyvit_engine.kernels import _tilegen
 
     assert _tilegen.TARGET.read_text() == _tilegen.source()
