@@ -59,29 +59,31 @@ def row_3x3(r0, r1, r2, w, bias, stride, padding, dilation, row):
     # pixels whose three column taps are all inside the map
     lo = min(wo, (padding + stride - 1) // stride)
     hi = max(lo, min(wo, (W - 1 - 2 * dilation + padding) // stride + 1))
+    # flat arrays and unsigned offsets: see _tilegen (a view per pixel and tap cost more than the border's arithmetic)
+    f0, f1, f2, fw, fo = r0.reshape(-1), r1.reshape(-1), r2.reshape(-1), w.reshape(-1), row.reshape(-1)
+    uc = np.uint64(C)
     if blocked > 0 and lo < hi:
-        # flat arrays and unsigned offsets: see _tilegen
-        f0, f1, f2, fw, fo = r0.reshape(-1), r1.reshape(-1), r2.reshape(-1), w.reshape(-1), row.reshape(-1)
         x0, s, d = np.uint64(lo * stride - padding), np.uint64(stride), np.uint64(dilation)
         for c0 in range(0, full, LANES):
-            tile(f0, f1, f2, x0, s, d, np.uint64(C), np.uint64(c0), fw, bias, fo, np.uint64(lo), hi - lo)
+            tile(f0, f1, f2, x0, s, d, uc, np.uint64(c0), fw, bias, fo, np.uint64(lo), hi - lo)
         for c0 in range(full, blocked, 8):
-            tile8(f0, f1, f2, x0, s, d, np.uint64(C), np.uint64(c0), fw, bias, fo, np.uint64(lo), hi - lo)
+            tile8(f0, f1, f2, x0, s, d, uc, np.uint64(c0), fw, bias, fo, np.uint64(lo), hi - lo)
     for ox in range(wo):
-        c_lo = blocked if lo <= ox < hi else 0
+        c_lo = blocked if lo <= ox < hi else 0  # the tiles did the interior pixels' blocked channels
         if c_lo == C:
             continue
         ix0 = ox * stride - padding
         kx_lo, kx_hi = tap_range(ix0, W, 3, dilation)
-        o = row[ox]
-        for c in range(c_lo, C):
-            o[c] = bias[c]
+        n, o = np.uint64(C - c_lo), np.uint64(ox) * uc + np.uint64(c_lo)
+        for c in range(n):
+            fo[o + c] = bias[c_lo + c]
         for ky in range(3):
-            r = r0 if ky == 0 else r1 if ky == 1 else r2
+            r = f0 if ky == 0 else f1 if ky == 1 else f2
             for kx in range(kx_lo, kx_hi):
-                xv, wv = r[ix0 + kx * dilation], w[ky, kx]
-                for c in range(c_lo, C):
-                    o[c] += xv[c] * wv[c]
+                p = np.uint64(ix0 + kx * dilation) * uc + np.uint64(c_lo)
+                t = np.uint64(ky * 3 + kx) * uc + np.uint64(c_lo)
+                for c in range(n):
+                    fo[o + c] += r[p + c] * fw[t + c]
 
 
 @kernel
