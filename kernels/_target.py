@@ -79,6 +79,11 @@ def _warn(message: str) -> None:
     warnings.warn(f"tinyvit-engine: {message}", RuntimeWarning, stacklevel=3)
 
 
+def is_wide(target: Target) -> bool:
+    """Whether `target` compiles AVX-512 code at 512 bits (WIDE among its features)."""
+    return WIDE in target.features.split(",")
+
+
 def host(wide: bool = False) -> Target:
     """The host CPU as Numba compiles for it by default; wide: with 512-bit vectors where it has AVX-512 (WIDE), as
     TINYVIT_TARGET=host asks (apply() then sets the features, as for a portable target)."""
@@ -142,7 +147,7 @@ def apply(target: Target) -> None:
     the compiling helper (kernels/warm.py in a second process) makes the same choice. For the host, a portable
     choice inherited from a parent process (which set them so) is taken back, unless the host's own features are
     set (512-bit vectors on AVX-512)."""
-    if target.name != "host" or WIDE in target.features.split(","):
+    if target.name != "host" or is_wide(target):
         os.environ["NUMBA_CPU_NAME"], os.environ["NUMBA_CPU_FEATURES"] = target.cpu, target.features
         numba.config.CPU_NAME, numba.config.CPU_FEATURES = target.cpu, target.features
         return
@@ -162,7 +167,7 @@ def tile_rows(target: Target) -> int:
         return int(forced)
     if forced is not None:
         _warn(f"TINYVIT_TILE_ROWS={forced!r:.40} is neither 3 nor 8; the target's choice is used")
-    return 8 if WIDE in target.features.split(",") else 3
+    return 8 if is_wide(target) else 3
 
 
 @functools.cache
@@ -177,10 +182,10 @@ def tall_rows(target: Target) -> int:
     """Rows of the one-panel product tile (_gemm.TALL): 8 on AVX-512 (as many as the wide tile: 8 zmm sums; 12 rows
     measured no faster), 6 on 64-bit ARM's 32 registers (6 x 4 sums), 4 on AVX2's 16. There 6 x 2 sums, 2 weight
     vectors and a broadcast would fit in 16 ymm registers, but LLVM keeps the 6 broadcasts live at once, and the
-    loop spilled sums to the stack (4 stack loads and stores and 12
-    register moves per step, in the machine code of x86-64-v3); 4 rows keep 8 sums and do not spill. Measured on
-    Zen 3, 1 thread: xx-small's attention at N = 256 (16 sequence-heads) 2.00-2.08 ms with 6 rows, 1.62 with 4 and
-    1.61-1.64 with 5; the whole model's sum of nodes 17.50 -> 16.32 ms."""
+    loop spilled sums to the stack (4 stack loads and stores and 12 register moves per step, in the machine code of
+    x86-64-v3); 4 rows keep 8 sums and do not spill. Measured on Zen 3, 1 thread: xx-small's attention at N = 256
+    (16 sequence-heads) 2.00-2.08 ms with 6 rows, 1.62 with 4 and 1.61-1.64 with 5; the whole model's sum of nodes
+    17.50 -> 16.32 ms."""
     if tile_rows(target) == 8:
         return 8
     return 6 if target.name == "aarch64" or machine() == "aarch64" else 4
